@@ -1,0 +1,95 @@
+"""Checkpoint loading shared by every model: safe ``torch.load``, missing-file messages, key reports."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# where the user gets each official file (the seed README's links)
+PRETRAINED_SOURCES = {
+    "hubert": ("hubert_pretrain/hubert-soft-0d54a1f4.pt", "https://github.com/bshall/hubert/releases/tag/v0.1"),
+    "speaker": (
+        "speaker_pretrain/best_model.pth.tar",
+        "https://drive.google.com/drive/folders/15oeBYf6Qn1edONkVLXe82MzdIi3O_9m3 (Speaker-Encoder by @mueller91)",
+    ),
+    "bigvgan": (
+        "bigvgan_pretrain/nsf_bigvgan_pretrain_32K.pth",
+        "https://github.com/PlayVoice/NSF-BigVGAN/releases/augment",
+    ),
+    "gvc": ("grad_pretrain/gvc.pretrain.pth", "https://github.com/PlayVoice/Grad-SVC/releases/tag/20230920"),
+}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or of the wrong format (one line, names the file)."""
+
+
+def require_file(path: str | Path, kind: str | None = None) -> Path:
+    """Return ``path`` if it is a file, else raise ``CheckpointError`` naming it and where to get it."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    where = ""
+    if kind in PRETRAINED_SOURCES:
+        default, url = PRETRAINED_SOURCES[kind]
+        where = f"; download it from {url} and put it at {default} (or pass its path)"
+    raise CheckpointError(f"{p}: pretrained file not found{where}")
+
+
+def load_checkpoint(path: str | Path, kind: str | None = None, weights_only: bool = True) -> object:
+    """``torch.load`` on CPU with ``weights_only`` (default True); errors name the file."""
+    p = require_file(path, kind)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:  # pickle / zip / weights_only errors all mean "cannot read this file"
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        if weights_only and "weights_only" in str(exc):
+            msg += " (the file pickles objects other than tensors; load it with weights_only=False only if you trust it)"
+        raise CheckpointError(f"{p}: cannot load checkpoint: {msg}") from None
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Remove ``prefix`` from every key that has it (e.g. ``module.`` of DataParallel files)."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def load_state_report(
+    model: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    allow_missing: tuple[str, ...] = (),
+    ignore_unexpected: tuple[str, ...] = (),
+) -> tuple[list[str], list[str]]:
+    """Load ``state`` into ``model`` and report key differences instead of silently keeping random weights.
+
+    Raises ``CheckpointError`` for missing keys (other than those starting with ``allow_missing``) and for shape
+    mismatches; unexpected keys are logged (those starting with ``ignore_unexpected`` silently).
+    Returns (missing, unexpected).
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    hard_missing = [k for k in missing if not k.startswith(allow_missing)] if allow_missing else missing
+    if hard_missing:
+        shown = ", ".join(hard_missing[:5]) + (f" ... ({len(hard_missing)} in all)" if len(hard_missing) > 5 else "")
+        raise CheckpointError(f"{source}: missing {len(hard_missing)} keys of the model: {shown}")
+    bad_shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if bad_shapes:
+        shown = "; ".join(bad_shapes[:3]) + (f" ... ({len(bad_shapes)} in all)" if len(bad_shapes) > 3 else "")
+        raise CheckpointError(f"{source}: shape mismatch (file vs model): {shown}")
+    loud = [k for k in unexpected if not k.startswith(ignore_unexpected)] if ignore_unexpected else unexpected
+    if loud:
+        log.warning("%s: %d keys not used by the model, ignored (e.g. %s)", source, len(loud), loud[0])
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    if missing:
+        log.info("%s: %d keys not in the file kept their initial values (e.g. %s)", source, len(missing), missing[0])
+    return missing, unexpected

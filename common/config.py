@@ -1,0 +1,165 @@
+"""One typed config for every audio and model setting.
+
+``configs/base.yaml`` holds the original's values; overlays (``configs/tiny.yaml``, ...) hold only the keys that
+change. ``load_config`` merges them over the dataclass schema below, so a misspelled key or a wrong type is an
+error that names the key, not a silent default.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BASE_CONFIG = REPO_ROOT / "configs" / "base.yaml"
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 37
+    train_files: str = "files/train.txt"
+    valid_files: str = "files/valid.txt"
+    log_dir: str = "logs/grad_svc"
+    full_epochs: int = 500
+    fast_epochs: int = 100
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    test_size: int = 4
+    test_step: int = 5
+    save_step: int = 10
+    pretrain: str = ""
+    segment_frames: int = 200
+    grad_clip: float = 1.0
+    keep_checkpoints: int = 5
+    num_workers: int = 2
+    precision: str = "fp32"
+    log_step: int = 10
+    synth_steps: int = 50
+    vocoder: str = ""
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {"prior": 1.0, "diff": 1.0, "mel": 1.0, "spk": 1.0}
+    )
+
+
+@dataclass
+class DataConfig:
+    segment_size: int = 16000
+    max_wav_value: float = 32768.0
+    sampling_rate: int = 32000
+    filter_length: int = 1024
+    hop_length: int = 320
+    win_length: int = 1024
+    mel_channels: int = 100
+    mel_fmin: float = 40.0
+    mel_fmax: float = 16000.0
+    content_sampling_rate: int = 16000
+    content_hop: int = 320
+    pitch_hop: int = 160
+    min_frames: int = 250
+    max_frames: int = 500
+    f0_method: str = "praat"
+    speaker_backend: str = "lstm"
+
+
+@dataclass
+class GradConfig:
+    version: str = "v3"
+    decoder: str = "flow"
+    n_mels: int = 100
+    n_vecs: int = 256
+    n_pits: int = 256
+    n_spks: int = 256
+    n_embs: int = 64
+    n_enc_channels: int = 192
+    filter_channels: int = 512
+    dec_dim: int = 96
+    beta_min: float = 0.05
+    beta_max: float = 20.0
+    pe_scale: int = 1000
+    sigma_min: float = 1e-4
+    sampler: str = "euler"
+    n_timesteps: int = 10
+    temperature: float = 1.015
+
+
+@dataclass
+class InferConfig:
+    out_chunk: int = 2400
+    hop_frame: int = 8
+    vocoder_chunk: int = 2400
+    vocoder_overlap: int = 32
+
+
+@dataclass
+class GVCConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    grad: GradConfig = field(default_factory=GradConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+
+class ConfigError(ValueError):
+    """A config file that does not fit the schema (the message names the file and key)."""
+
+
+def _merge(base: DictConfig, extra: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, extra)
+    except Exception as exc:  # omegaconf raises several error types; all mean "does not fit the schema"
+        raise ConfigError(f"{source}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def load_config(*overlays: str | Path, overrides: list[str] | None = None) -> DictConfig:
+    """Schema defaults <- configs/base.yaml <- each overlay in order <- ``key=value`` overrides.
+
+    An overlay path equal to base.yaml is skipped, so ``-c configs/base.yaml`` (the original's flag) works.
+    """
+    cfg = OmegaConf.structured(GVCConfig)
+    cfg = _merge(cfg, OmegaConf.load(BASE_CONFIG), str(BASE_CONFIG))
+    for path in overlays:
+        if path is None or str(path) == "":
+            continue
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        if p.resolve() == BASE_CONFIG.resolve():
+            continue
+        cfg = _merge(cfg, OmegaConf.load(p), str(p))
+    if overrides:
+        cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command-line overrides")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(d: dict | DictConfig) -> DictConfig:
+    """Rebuild a checked config from the plain dict stored inside one of our checkpoints."""
+    cfg = _merge(OmegaConf.structured(GVCConfig), d, "checkpoint config")
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    """Plain nested dict (for checkpoints and logs)."""
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def validate(cfg: DictConfig) -> None:
+    g = cfg.grad
+    if g.version not in ("v2", "v3"):
+        raise ConfigError(f"grad.version must be 'v2' or 'v3', got {g.version!r}")
+    if g.decoder not in ("flow", "score", "rectified"):
+        raise ConfigError(f"grad.decoder must be flow, score or rectified, got {g.decoder!r}")
+    if cfg.train.precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {cfg.train.precision!r}")
+    d = cfg.data
+    if d.sampling_rate // d.hop_length != d.content_sampling_rate // d.pitch_hop:
+        raise ConfigError("data: mel frames (sampling_rate / hop_length) and F0 frames "
+                          "(content_sampling_rate / pitch_hop) must have the same rate")
+    if d.content_hop != 2 * d.pitch_hop:
+        raise ConfigError("data.content_hop must be twice data.pitch_hop (units are repeated x2 to the mel rate)")

@@ -1,0 +1,141 @@
+"""The file loop every ``prepare/`` command and folder-mode inference share.
+
+Progress bar, ``workers`` processes (each loads its models once through ``init``), resumable (jobs whose outputs
+all exist are skipped; outputs are written atomically so an existing file is complete), and a summary naming each
+failed file with its reason. One bad file never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One input file and the outputs it produces (``extra`` carries per-job arguments)."""
+
+    src: Path
+    outputs: list[Path]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def done(self) -> bool:
+        return bool(self.outputs) and all(p.is_file() for p in self.outputs)
+
+
+@dataclass
+class Summary:
+    processed: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def report(self, what: str, stream=None) -> None:
+        stream = stream or sys.stderr
+        print(f"{what}: {self.processed} processed, {self.skipped} already done, {len(self.failed)} failed",
+              file=stream)
+        for src, reason in self.failed:
+            print(f"  FAILED {src}: {reason}", file=stream)
+
+
+def resolve_workers(n: int | None) -> int:
+    """``-t/--thread_count`` semantics of the original: 0 (or None) means all cores."""
+    if not n or n <= 0:
+        return max(1, os.cpu_count() or 1)
+    return n
+
+
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(init: Callable[..., Any] | None, init_args: tuple) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core; intra-op threads would oversubscribe
+    _STATE["state"] = init(*init_args) if init is not None else None
+
+
+def _run_one(work: Callable[[Job, Any], None], job: Job) -> tuple[str, str | None]:
+    try:
+        work(job, _STATE.get("state"))
+        return str(job.src), None
+    except Exception as exc:  # noqa: BLE001 - every failure is reported per file, the loop goes on
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        if not isinstance(exc, (ValueError, OSError, RuntimeError)):
+            msg = f"{exc.__class__.__name__}: {msg}"
+        src = str(job.src)
+        if msg.startswith(src + ": "):  # AudioError etc. already name the file
+            msg = msg[len(src) + 2:]
+        log.debug("failed %s", src, exc_info=True)
+        return src, msg
+
+
+def run_jobs(
+    jobs: Iterable[Job],
+    work: Callable[[Job, Any], None],
+    workers: int = 1,
+    desc: str = "files",
+    init: Callable[..., Any] | None = None,
+    init_args: tuple = (),
+    skip_done: bool = True,
+) -> Summary:
+    """Run ``work(job, state)`` for every job not yet done; ``state = init(*init_args)`` once per process.
+
+    ``work``, ``init`` and the job data must be picklable (module-level functions) when ``workers > 1``.
+    """
+    summary = Summary()
+    todo = []
+    for job in jobs:
+        if skip_done and job.done():
+            summary.skipped += 1
+        else:
+            todo.append(job)
+    workers = max(1, min(resolve_workers(workers), len(todo) or 1))
+    bar = tqdm(total=len(todo), desc=desc, unit="file", dynamic_ncols=True, disable=None)
+    if workers == 1:
+        state = init(*init_args) if init is not None and todo else None
+        _STATE["state"] = state
+        for job in todo:
+            src, err = _run_one(work, job)
+            _record(summary, src, err)
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(init, init_args)) as pool:
+            futures = [pool.submit(_run_one, work, job) for job in todo]
+            for fut in as_completed(futures):
+                src, err = fut.result()
+                _record(summary, src, err)
+                bar.update(1)
+    bar.close()
+    _STATE.pop("state", None)
+    return summary
+
+
+def _record(summary: Summary, src: str, err: str | None) -> None:
+    if err is None:
+        summary.processed += 1
+    else:
+        summary.failed.append((src, err))
+        log.warning("%s: %s", src, err)
+
+
+def mirror_path(src: Path, src_root: Path, dst_root: Path, suffix: str) -> Path:
+    """``src_root/<singer>/x.wav`` -> ``dst_root/<singer>/x<suffix>`` (keeps sub-folders)."""
+    rel = Path(src).relative_to(src_root)
+    return Path(dst_root) / rel.parent / (rel.stem + suffix)

@@ -1,0 +1,124 @@
+"""Golden-vector helpers shared by the parity tests (DESIGN.md §5).
+
+Vectors are read from ``$GVC_GOLDEN_DIR`` when set, else ``tests/fixtures/golden``; each test is parametrised over
+every ``.npz`` there whose ``meta_json.case_id`` matches, with the file name in the test id. Weights are rebuilt
+from the manifests with the fill recipe and the ``base_seed`` recorded in the file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REFERENCE = FIXTURES / "reference"
+
+
+def golden_dir() -> Path:
+    return Path(os.environ.get("GVC_GOLDEN_DIR") or FIXTURES / "golden")
+
+
+def meta_of(path: Path) -> dict:
+    with np.load(path) as z:
+        return json.loads(str(z["meta_json"]))
+
+
+def golden_cases(case_id: str, version: str | None = None) -> list:
+    """``pytest.param(path, id=<file name>)`` for every golden file of ``case_id`` (and ``version``)."""
+    params = []
+    for path in sorted(golden_dir().glob("*.npz")):
+        meta = meta_of(path)
+        if meta.get("case_id") != case_id or (version is not None and meta.get("version") != version):
+            continue
+        params.append(pytest.param(path, id=path.name))
+    if not params:  # keep the test visible (and skipped with a reason) instead of silently collecting nothing
+        params.append(pytest.param(None, id=f"no-{case_id}-golden", marks=pytest.mark.skip(reason="no golden file")))
+    return params
+
+
+def load_golden(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "meta_json"}
+        meta = json.loads(str(z["meta_json"]))
+    return arrays, meta
+
+
+@lru_cache(maxsize=1)
+def fill_recipe():
+    spec = importlib.util.spec_from_file_location("fill_recipe", REFERENCE / "fill_recipe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def manifest_path(meta_or_name: dict | str) -> Path:
+    if isinstance(meta_or_name, dict):
+        name = Path(meta_or_name["weights"]["manifest"]).name
+    else:
+        name = meta_or_name if meta_or_name.endswith(".json") else meta_or_name + ".json"
+    return REFERENCE / "manifests" / name
+
+
+def recipe_state_dict(meta: dict):
+    """The recipe weights a golden file was made with (manifest and base seed from its meta)."""
+    fr = fill_recipe()
+    manifest = fr.load_manifest(str(manifest_path(meta)))
+    return fr.fill_state_dict(manifest, meta["weights"].get("base_seed"))
+
+
+def write_official_checkpoint(component: str, path: Path, base_seed: int | None = None, prefix: str = "") -> Path:
+    """Write a recipe-filled file in the official container format of ``component`` (e.g. ``gvc_v3``)."""
+    import torch
+
+    fr = fill_recipe()
+    manifest = fr.load_manifest(str(manifest_path(component)))
+    sd = fr.fill_state_dict(manifest, base_seed)
+    torch.save(fr.build_checkpoint(manifest, sd, prefix=prefix), path)
+    return path
+
+
+@lru_cache(maxsize=4)
+def _tolerances(folder: str) -> dict:
+    for candidate in (Path(folder) / "tolerances.json", FIXTURES / "golden" / "tolerances.json"):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())["cases"]
+    return {}
+
+
+def atol(path: Path, output: str, default: float) -> float:
+    """Suggested absolute tolerance for ``out_<output>`` of golden ``path``.
+
+    Looked up by file stem, then by ``case_id[_version]``; scaled by the output's peak for vector sets whose
+    peaks differ from the shipped ones (``atol_over_peak``).
+    """
+    cases = _tolerances(str(path.parent))
+    meta = meta_of(path)
+    keys = [path.stem, meta.get("case_id", "")]
+    if meta.get("version"):
+        keys.insert(1, f"{meta['case_id']}_{meta['version']}")
+        keys.insert(2, f"gvc_{meta['version']}_{meta['case_id'].removeprefix('gvc_')}")
+    for key in keys:
+        entry = cases.get(key, {}).get(output)
+        if entry and "suggested" in entry and "atol" in entry["suggested"]:
+            tol = entry["suggested"]["atol"]
+            with np.load(path) as z:
+                name = f"out_{output}"
+                if name in z.files and "atol_over_peak" in entry["suggested"]:
+                    peak = float(np.abs(z[name]).max())
+                    tol = max(tol, entry["suggested"]["atol_over_peak"] * peak)
+            return tol
+    return default
+
+
+def assert_close(actual, expected, tol: float, what: str) -> None:
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != golden {expected.shape}"
+    err = float(np.abs(actual - expected).max()) if actual.size else 0.0
+    assert err <= tol, f"{what}: max |diff| {err:.3g} > atol {tol:.3g}"

@@ -1,0 +1,33 @@
+"""Golden parity of the one mel function (spec/inference.py of the original)."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from golden import assert_close, atol, golden_cases, load_golden
+
+from common.config import load_config
+from common.mel import mel_basis, mel_from_file, mel_spectrogram
+
+
+@pytest.mark.parametrize("path", golden_cases("spec_mel"))
+def test_golden_spec_mel(path, tmp_path):
+    g, _ = load_golden(path)
+    cfg = load_config()
+    d = cfg.data
+    basis = mel_basis(d.sampling_rate, d.filter_length, d.mel_channels, d.mel_fmin, d.mel_fmax)
+    assert_close(basis.numpy(), g["out_mel_basis"], 1e-7, "mel basis")
+    mel = mel_spectrogram(torch.from_numpy(g["in_wav"]))
+    assert_close(mel[0].numpy(), g["out_mel"], atol(path, "mel", 1e-3), "mel")
+    # the file path: float WAV written as the original harness did, then peak 0.6 and trim
+    wav_path = tmp_path / "raw.wav"
+    sf.write(wav_path, g["in_wav_raw_file_content"], d.sampling_rate, subtype="FLOAT")
+    assert_close(mel_from_file(wav_path, d).numpy(), g["out_mel_file"], atol(path, "mel_file", 5e-4), "mel_file")
+
+
+def test_mel_frame_count_and_float64():
+    wav = torch.randn(2, 320 * 50 + 17, dtype=torch.float64) * 0.1
+    mel = mel_spectrogram(wav)
+    assert mel.shape == (2, 100, 50) and mel.dtype == torch.float64
+    mel32 = mel_spectrogram(wav.float())
+    assert np.abs(mel.numpy() - mel32.numpy()).max() < 1e-3
