@@ -49,7 +49,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None, weights_only: boo
     except Exception as exc:  # pickle / zip / weights_only errors all mean "cannot read this file"
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         if weights_only and "weights_only" in str(exc):
-            msg += " (the file pickles objects other than tensors; load it with weights_only=False only if you trust it)"
+            msg += " (it pickles objects other than tensors: load with weights_only=False only if you trust it)"
         raise CheckpointError(f"{p}: cannot load checkpoint: {msg}") from None
 
 

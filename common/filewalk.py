@@ -132,10 +132,21 @@ def _record(summary: Summary, src: str, err: str | None) -> None:
         summary.processed += 1
     else:
         summary.failed.append((src, err))
-        log.warning("%s: %s", src, err)
+        log.debug("failed %s: %s", src, err)
 
 
 def mirror_path(src: Path, src_root: Path, dst_root: Path, suffix: str) -> Path:
     """``src_root/<singer>/x.wav`` -> ``dst_root/<singer>/x<suffix>`` (keeps sub-folders)."""
     rel = Path(src).relative_to(src_root)
     return Path(dst_root) / rel.parent / (rel.stem + suffix)
+
+
+def setup_cli_logging(verbose: bool = False) -> None:
+    """Log lines for command-line tools (the library modules only log)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+
+
+def finish(summary: Summary, what: str) -> int:
+    """Print the summary; the exit status is 1 when any file failed (the others were still processed)."""
+    summary.report(what)
+    return 0 if summary.ok else 1
