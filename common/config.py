@@ -34,6 +34,7 @@ class TrainConfig:
     test_step: int = 5
     save_step: int = 10
     pretrain: str = ""
+    freeze: list[str] = field(default_factory=list)
     segment_frames: int = 200
     grad_clip: float = 1.0
     keep_checkpoints: int = 5
