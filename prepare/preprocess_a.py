@@ -23,6 +23,8 @@ SILENCE_PEAK = 1e-4  # -80 dBFS: nothing a speaker encoder or pitch tracker can 
 
 
 def resample_file(job: Job, _state=None) -> None:
+    if job.extra.get("same_name_as"):
+        raise ValueError(f"{job.src}: same output name as {job.extra['same_name_as']}; rename one of them")
     sr, min_seconds = job.extra["sr"], job.extra["min_seconds"]
     wav = load_audio(job.src, sr, min_seconds=min_seconds)
     if float(np.abs(wav).max()) < SILENCE_PEAK:
@@ -31,8 +33,17 @@ def resample_file(job: Job, _state=None) -> None:
 
 
 def build_jobs(wav_root: Path, out_root: Path, sr: int, min_seconds: float) -> list[Job]:
-    return [Job(src, [mirror_path(src, wav_root, out_root, ".wav")], {"sr": sr, "min_seconds": min_seconds})
-            for src in list_audio(wav_root)]
+    jobs, owner = [], {}
+    for src in list_audio(wav_root):
+        out = mirror_path(src, wav_root, out_root, ".wav")
+        extra = {"sr": sr, "min_seconds": min_seconds}
+        if out in owner:  # x.flac and x.ogg would both become x.wav: keep the first, report the others
+            extra["same_name_as"] = owner[out].name
+            jobs.append(Job(src, [], extra))
+            continue
+        owner[out] = src
+        jobs.append(Job(src, [out], extra))
+    return jobs
 
 
 def main(argv=None) -> int:

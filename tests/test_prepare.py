@@ -1,0 +1,115 @@
+"""The numbered preprocessing commands that need no model: resampling, mel, index, check (as subprocesses)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from common.features import FeatureItem, check_item, read_filelist
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = Path(__file__).parent / "fixtures" / "corpus"
+
+
+def run(*args, cwd=REPO):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def tone(seconds, sr, channels=1, f0=220.0, amp=0.5):
+    t = np.arange(int(seconds * sr)) / sr
+    x = amp * np.sin(2 * np.pi * f0 * t)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+@pytest.fixture
+def raw_tree(tmp_path):
+    """data_raw with one singer of good files in several formats and one of each kind of bad file."""
+    raw = tmp_path / "data_raw" / "alto"
+    raw.mkdir(parents=True)
+    shutil.copy(CORPUS / "kal" / "scale.wav", raw / "good.wav")
+    sf.write(raw / "stereo44k24.wav", tone(1.0, 44100, channels=2), 44100, subtype="PCM_24")
+    sf.write(raw / "song.flac", tone(1.0, 22050), 22050)
+    sf.write(raw / "song.ogg", tone(1.0, 48000), 48000, format="OGG", subtype="VORBIS")
+    (raw / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 10)
+    (raw / "empty.wav").write_bytes(b"")
+    (raw / "notes.wav").write_text("these are lyrics, not audio\n")
+    sf.write(raw / "silent.wav", np.zeros(16000), 16000)
+    sf.write(raw / "short.wav", tone(0.2, 16000), 16000)
+    nan = tone(1.0, 16000).astype(np.float32)
+    nan[100] = np.nan
+    sf.write(raw / "nan.wav", nan, 16000, subtype="FLOAT")
+    return tmp_path / "data_raw"
+
+
+BAD = {"corrupt.wav": "not readable", "empty.wav": "empty", "notes.wav": "not readable", "silent.wav": "silent",
+       "short.wav": "too short", "nan.wav": "NaN", "song.ogg": "same output name as song.flac"}
+GOOD = ["good", "stereo44k24", "song"]
+
+
+def test_preprocess_a_bad_inputs_are_reported_and_the_rest_processed(raw_tree, tmp_path):
+    out = tmp_path / "waves-16k"
+    res = run("prepare/preprocess_a.py", "-w", raw_tree, "-o", out, "-s", 16000, "-t", 1)
+    assert res.returncode == 1, res.stderr
+    for name, reason in BAD.items():
+        line = next((ln for ln in res.stderr.splitlines() if "FAILED" in ln and name in ln), "")
+        assert reason in line, f"{name}: {res.stderr}"
+        assert not (out / "alto" / name).exists()
+    written = sorted(p.name for p in (out / "alto").iterdir())
+    assert written == ["good.wav", "song.wav", "stereo44k24.wav"], written
+    for p in (out / "alto").iterdir():
+        x, sr = sf.read(p, dtype="int16")
+        info = sf.info(p)
+        assert sr == 16000 and info.channels == 1 and info.subtype == "PCM_16"
+        assert abs(np.abs(x).max() / 32767 - 0.6) < 0.01  # peak normalised as the original
+    assert not list(out.rglob("*.tmp*")), "no half-written outputs"
+    # resumable: a second run skips what is done and reports the same failures
+    res2 = run("prepare/preprocess_a.py", "-w", raw_tree, "-o", out, "-s", 16000, "-t", 2)
+    assert "3 already done" in res2.stderr and "0 processed" in res2.stderr and "7 failed" in res2.stderr
+
+
+def test_mel_index_and_check(tmp_path):
+    """waves-32k -> mel; features written by hand for the other steps; index and check find what is wrong."""
+    data = tmp_path / "data_gvc"
+    w32 = data / "waves-32k"
+    for singer in ("kal", "slt"):
+        (w32 / singer).mkdir(parents=True)
+        for song in ("scale", "march"):
+            x, sr = sf.read(CORPUS / singer / f"{song}.wav")
+            sf.write(w32 / singer / f"{song}.wav", x, sr)  # rate is irrelevant here: the mel step resamples
+    res = run("prepare/preprocess_spec.py", "-w", w32, "-s", data / "mel", "-t", 2)
+    assert res.returncode == 0, res.stderr
+    mel = torch.load(data / "mel" / "kal" / "scale.mel.pt", weights_only=True)
+    n32 = int(round(sf.info(CORPUS / "kal" / "scale.wav").duration * 32000))
+    assert mel.dtype == torch.float32 and mel.shape[0] == 100 and abs(mel.shape[1] - n32 // 320) <= 1
+    # consistent hand-made features for every item but one, whose pitch is missing
+    for mel_path in sorted((data / "mel").rglob("*.mel.pt")):
+        singer, name = mel_path.parent.name, mel_path.name.removesuffix(".mel.pt")
+        t = torch.load(mel_path, weights_only=True).shape[1]
+        for sub in ("hubert", "pitch", "speaker"):
+            (data / sub / singer).mkdir(parents=True, exist_ok=True)
+        np.save(data / "hubert" / singer / f"{name}.vec.npy", np.zeros((t // 2, 256), np.float32))
+        np.save(data / "speaker" / singer / f"{name}.spk.npy", np.full(256, 0.1, np.float32))
+        if (singer, name) != ("slt", "march"):
+            np.save(data / "pitch" / singer / f"{name}.pit.npy", np.full(t + 3, 200.0))
+    res = run("prepare/preprocess_train.py", "--data", data, "--out", tmp_path / "files", "--valid", 1)
+    assert res.returncode == 0, res.stderr
+    assert "march.pit.npy" in res.stderr  # the incomplete item is named
+    train = read_filelist(tmp_path / "files" / "train.txt")
+    valid = read_filelist(tmp_path / "files" / "valid.txt")
+    assert len(train) == 2 and len(valid) == 1
+    res = run("prepare/preprocess_zzz.py", "--data", data, "--files", tmp_path / "files")
+    assert res.returncode == 1 and "slt/march.wav: not in any filelist" in res.stderr
+    assert "kal:" in res.stdout
+    # an inconsistent item is caught by the check
+    item: FeatureItem = train[0]
+    np.save(item.vec, np.zeros((5, 256), np.float32))
+    problems, _ = check_item(item)
+    assert any("do not match" in p for p in problems)
+    np.save(item.pit, np.full(np.load(item.pit).shape, np.nan))
+    problems, _ = check_item(item)
+    assert any("NaN" in p for p in problems)
