@@ -61,11 +61,11 @@ def resolve_workers(n: int | None) -> int:
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(init: Callable[..., Any] | None, init_args: tuple) -> None:
-    import torch
-
-    torch.set_num_threads(1)  # one process per core; intra-op threads would oversubscribe
+def _init_worker(init: Callable[..., Any] | None, init_args: tuple, threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # before any numeric library starts its pool
     _STATE["state"] = init(*init_args) if init is not None else None
+    if "torch" in sys.modules:  # only workers that use torch pay for importing it
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _run_one(work: Callable[[Job, Any], None], job: Job) -> tuple[str, str | None]:
@@ -115,8 +115,10 @@ def run_jobs(
     else:
         import multiprocessing as mp
 
+        # one process per core by default; each gets an equal share of the cores for intra-op threads
+        threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(init, init_args)) as pool:
+                                 initargs=(init, init_args, threads)) as pool:
             futures = [pool.submit(_run_one, work, job) for job in todo]
             for fut in as_completed(futures):
                 src, err = fut.result()
