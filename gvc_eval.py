@@ -1,0 +1,202 @@
+"""Objective metrics of conversions: F0 fidelity, speaker similarity and, with a parallel recording, MCD after DTW.
+
+    python gvc_eval.py --converted gvc_out.wav --source test.wav --target_spk data_gvc/singer/alto.spk.npy
+    python gvc_eval.py --converted out_dir/ --source songs_dir/ --target_spk alto.spk.npy --reference alto_dir/
+
+| metric | meaning |
+|---|---|
+| ``f0_rmse_cents`` | RMS pitch error against the source's F0 (after ``--shift``), frames voiced in both |
+| ``f0_corr`` | Pearson correlation of those two F0 tracks (log scale), frames voiced in both |
+| ``vuv_error`` | fraction of frames where the voicing decisions differ |
+| ``spk_sim_target`` | cosine of the conversion's speaker embedding to the target singer's centroid (``--target_spk``) |
+| ``spk_sim_source`` | the same against the source singer (``--source_spk``, else the source audio's own embedding) |
+| ``mcd_db`` | mel-cepstral distortion (dB, 24 coefficients, c0 excluded) to ``--reference`` after DTW |
+
+Prints a table and writes JSON (``--json``). Folder mode pairs files by relative path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from common.audio import AudioError, list_audio, load_audio
+
+log = logging.getLogger("gvc_eval")
+
+EVAL_SR = 16000
+
+
+def f0_metrics(f0_conv: np.ndarray, f0_src: np.ndarray, shift: float = 0.0) -> dict:
+    """F0 RMSE (cents), correlation and V/UV error between two 10 ms F0 tracks (Hz, 0 = unvoiced)."""
+    n = min(len(f0_conv), len(f0_src))
+    a, b = np.asarray(f0_conv[:n], float), np.asarray(f0_src[:n], float) * 2.0 ** (shift / 12.0)
+    va, vb = a > 0, b > 0
+    both = va & vb
+    out = {"frames": int(n), "voiced_both": int(both.sum()),
+           "vuv_error": float(np.mean(va != vb)) if n else float("nan")}
+    if both.sum() >= 2:
+        cents = 1200.0 * np.log2(a[both] / b[both])
+        out["f0_rmse_cents"] = float(np.sqrt(np.mean(cents**2)))
+        la, lb = np.log(a[both]), np.log(b[both])
+        out["f0_corr"] = float(np.corrcoef(la, lb)[0, 1]) if la.std() > 0 and lb.std() > 0 else float("nan")
+    else:
+        out["f0_rmse_cents"] = float("nan")
+        out["f0_corr"] = float("nan")
+    return out
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def mel_cepstrum(wav: np.ndarray, sr: int, order: int = 24) -> np.ndarray:
+    """WORLD mel-cepstrum ``[T, order + 1]`` at 5 ms frames (pyworld CheapTrick + code_spectral_envelope)."""
+    import pyworld as pw
+
+    x = wav.astype(np.float64)
+    f0, t = pw.dio(x, sr, frame_period=5.0)
+    f0 = pw.stonemask(x, f0, t, sr)
+    sp = pw.cheaptrick(x, f0, t, sr)
+    return pw.code_spectral_envelope(sp, sr, order + 1)
+
+
+def mcd_dtw(wav_a: np.ndarray, wav_b: np.ndarray, sr: int, order: int = 24) -> float:
+    """Mel-cepstral distortion in dB between two recordings, frames aligned by DTW, c0 (energy) excluded."""
+    import librosa
+
+    ca, cb = mel_cepstrum(wav_a, sr, order)[:, 1:], mel_cepstrum(wav_b, sr, order)[:, 1:]
+    _, path = librosa.sequence.dtw(X=ca.T, Y=cb.T, metric="euclidean")
+    diff = ca[path[:, 0]] - cb[path[:, 1]]
+    return float(10.0 / np.log(10.0) * np.mean(np.sqrt(2.0 * np.sum(diff**2, axis=1))))
+
+
+class Evaluator:
+    """Holds the speaker encoder and the F0 method so a folder is evaluated with one model load."""
+
+    def __init__(self, backend: str = "resemblyzer", checkpoint: str | None = None, f0_method: str = "praat",
+                 device: str = "cpu"):
+        self.backend_name = backend
+        self.checkpoint = checkpoint
+        self.f0_method = f0_method
+        self.device = device
+        self._backend = None
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            from speaker.backends import load_speaker_backend
+
+            self._backend = load_speaker_backend(self.backend_name, self.checkpoint, self.device)
+        return self._backend
+
+    def f0(self, wav16: np.ndarray) -> np.ndarray:
+        from pitch.f0 import compute_f0
+
+        return compute_f0(wav16, EVAL_SR, method=self.f0_method, device=self.device)
+
+    def evaluate(self, converted: Path, source: Path | None = None, target_spk: np.ndarray | None = None,
+                 source_spk: np.ndarray | None = None, reference: Path | None = None, shift: float = 0.0) -> dict:
+        conv = load_audio(converted, EVAL_SR)
+        row: dict = {"converted": str(converted)}
+        src = load_audio(source, EVAL_SR) if source is not None else None
+        if src is not None:
+            row.update(f0_metrics(self.f0(conv), self.f0(src), shift))
+        if target_spk is not None or source_spk is not None or src is not None:
+            emb = self.backend.embed(conv)
+            if target_spk is not None:
+                row["spk_sim_target"] = cosine(emb, target_spk)
+            if source_spk is None and src is not None:
+                source_spk = self.backend.embed(src)
+            if source_spk is not None:
+                row["spk_sim_source"] = cosine(emb, source_spk)
+        if reference is not None:
+            row["mcd_db"] = mcd_dtw(conv, load_audio(reference, EVAL_SR), EVAL_SR)
+        return row
+
+
+def _load_spk(path: str | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    v = np.load(path, allow_pickle=False)
+    if v.shape != (256,):
+        raise ValueError(f"{path}: a speaker embedding has shape (256,), this file has {v.shape}")
+    return v.astype(np.float32)
+
+
+def _pair(base: Path | None, rel: Path) -> Path | None:
+    if base is None:
+        return None
+    if base.is_file():
+        return base
+    for cand in (base / rel, *(base / rel.with_suffix(s) for s in (".wav", ".flac", ".ogg"))):
+        if cand.is_file():
+            return cand
+    return None
+
+
+COLUMNS = ["f0_rmse_cents", "f0_corr", "vuv_error", "spk_sim_target", "spk_sim_source", "mcd_db"]
+
+
+def table(rows: list[dict]) -> str:
+    cols = [c for c in COLUMNS if any(c in r for r in rows)]
+    lines = ["file".ljust(32) + "".join(c.rjust(16) for c in cols)]
+    for r in rows:
+        name = Path(r["converted"]).name[:31].ljust(32)
+        lines.append(name + "".join(f"{r[c]:16.3f}" if c in r else " " * 16 for c in cols))
+    if len(rows) > 1:
+        means = {c: np.nanmean([r[c] for r in rows if c in r]) for c in cols}
+        lines.append("mean".ljust(32) + "".join(f"{means[c]:16.3f}" for c in cols))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    ap = argparse.ArgumentParser(description="Objective metrics of converted singing.")
+    ap.add_argument("--converted", required=True, help="converted wav or folder")
+    ap.add_argument("--source", default=None, help="source song(s) the conversion was made from")
+    ap.add_argument("--target_spk", default=None, help="target singer's .spk.npy (made by --backend)")
+    ap.add_argument("--source_spk", default=None, help="source singer's .spk.npy (default: embed the source audio)")
+    ap.add_argument("--reference", default=None, help="parallel recording(s) of the target singer, for MCD")
+    ap.add_argument("--shift", type=float, default=0.0, help="the --shift used for the conversion")
+    ap.add_argument("--backend", default="resemblyzer", help="speaker encoder for similarity: resemblyzer | lstm")
+    ap.add_argument("--checkpoint", default=None, help="speaker encoder checkpoint (lstm)")
+    ap.add_argument("--f0", dest="f0_method", default="praat")
+    ap.add_argument("--json", default=None, help="write all rows and the means here")
+    args = ap.parse_args(argv)
+    try:
+        ev = Evaluator(args.backend, args.checkpoint, args.f0_method)
+        target, source_spk = _load_spk(args.target_spk), _load_spk(args.source_spk)
+        conv = Path(args.converted)
+        files = [conv] if conv.is_file() else list_audio(conv)
+        if not files:
+            raise ValueError(f"{conv}: no converted audio found")
+        rows, failed = [], []
+        for f in files:
+            rel = f.relative_to(conv) if conv.is_dir() else Path(f.name)
+            src = _pair(Path(args.source) if args.source else None, rel)
+            ref = _pair(Path(args.reference) if args.reference else None, rel)
+            try:
+                rows.append(ev.evaluate(f, src, target, source_spk, ref, args.shift))
+            except (AudioError, ValueError) as exc:
+                failed.append(f"{f}: {exc}")
+    except (AudioError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(table(rows))
+    for f in failed:
+        print(f"FAILED {f}", file=sys.stderr)
+    if args.json:
+        cols = [c for c in COLUMNS if any(c in r for r in rows)]
+        means = {c: float(np.nanmean([r[c] for r in rows if c in r])) for c in cols}
+        Path(args.json).write_text(json.dumps({"rows": rows, "mean": means, "failed": failed}, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
