@@ -4,7 +4,10 @@
 
 Checks every item of ``files/train.txt`` and ``files/valid.txt`` (all four files present and readable, dims,
 finite values, mel / units / F0 lengths consistent) and that every wav of ``data_gvc/waves-32k`` made it into the
-index. Then a per-singer report: clips, minutes, voiced ratio and the F0 range (5th-95th percentile).
+index. Then a dataset check per singer: clips, minutes, voiced ratio, silence and clipping ratios of the audio, the
+F0 range (5th-95th percentile) with a histogram PNG (``--plots``), and warnings for what hurts training: too little
+data, clipping, mostly silence, and (with ``--songs``) source songs whose F0 leaves the singer's range.
+Warnings do not change the exit status; problems do.
 """
 
 from __future__ import annotations
@@ -18,8 +21,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from common.audio import AudioError, list_audio, load_audio, read_audio
 from common.config import load_config
 from common.features import FeatureError, check_item, read_filelist, read_pit
+
+MIN_MINUTES = 10.0  # less than this per singer: expect timbre leakage and a narrow range
+MAX_CLIPPING = 1e-3  # fraction of samples in clipped runs
+MAX_SILENCE = 0.5  # fraction of 10 ms frames below -60 dBFS
+SILENCE_RMS = 1e-3
 
 
 def check_filelists(paths: list[Path], n_mels: int, dim: int) -> tuple[list[str], dict]:
@@ -62,6 +71,104 @@ def unindexed(data_root: Path, paths: list[Path]) -> list[str]:
             for w in sorted(wav_root.glob("*/*.wav")) if (w.parent.name, w.stem) not in listed]
 
 
+def audio_stats(wav: np.ndarray, sr: int) -> tuple[float, float]:
+    """(silence ratio: 10 ms frames with RMS below -60 dBFS, clipping ratio: samples in runs of >= 3 at the peak)."""
+    hop = sr // 100
+    n = len(wav) // hop
+    if n == 0:
+        return 1.0, 0.0
+    rms = np.sqrt(np.mean(wav[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1))
+    silence = float(np.mean(rms < SILENCE_RMS))
+    peak = float(np.abs(wav).max())
+    if peak <= 0:
+        return silence, 0.0
+    at_peak = np.abs(wav) >= 0.999 * peak
+    # a clipped region is a run of >= 3 samples at the peak; single peak samples are normal
+    run = at_peak[2:] & at_peak[1:-1] & at_peak[:-2]
+    clipped = np.zeros_like(at_peak)
+    for k in range(3):
+        clipped[k: len(run) + k] |= run
+    return silence, float(np.mean(clipped))
+
+
+def singer_audio_stats(data_root: Path) -> dict:
+    out = {}
+    for singer_dir in sorted(p for p in (data_root / "waves-32k").glob("*") if p.is_dir()):
+        sil, clip, total = 0.0, 0.0, 0
+        for wav_path in sorted(singer_dir.glob("*.wav")):
+            try:
+                wav, sr = read_audio(wav_path)
+            except AudioError:
+                continue
+            s, c = audio_stats(wav, sr)
+            sil, clip, total = sil + s * len(wav), clip + c * len(wav), total + len(wav)
+        if total:
+            out[singer_dir.name] = {"silence_ratio": round(sil / total, 4), "clipping_ratio": round(clip / total, 5)}
+    return out
+
+
+def song_f0_range(songs: Path, method: str) -> tuple[float, float] | None:
+    from pitch.f0 import compute_f0
+
+    voiced = []
+    for path in list_audio(songs):
+        try:
+            f0 = compute_f0(load_audio(path, 16000), 16000, method=method)
+        except AudioError:
+            continue
+        voiced.append(f0[f0 > 0])
+    v = np.concatenate(voiced) if voiced else np.zeros(0)
+    return (float(np.percentile(v, 5)), float(np.percentile(v, 95))) if v.size else None
+
+
+def warnings_for(summary: dict, songs_range: tuple[float, float] | None) -> list[str]:
+    out = []
+    for singer, s in summary.items():
+        if s["minutes"] < MIN_MINUTES:
+            out.append(f"{singer}: only {s['minutes']} min of singing; {MIN_MINUTES:g}+ min gives a usable voice")
+        if s.get("clipping_ratio", 0) > MAX_CLIPPING:
+            out.append(f"{singer}: {s['clipping_ratio']:.2%} of samples are clipped; the model learns the distortion")
+        if s.get("silence_ratio", 0) > MAX_SILENCE:
+            out.append(f"{singer}: {s['silence_ratio']:.0%} of the audio is silence; trim it")
+        if songs_range and s["f0_p5_hz"] and s["f0_p95_hz"]:
+            low = 12 * np.log2(s["f0_p5_hz"] / songs_range[0])
+            high = 12 * np.log2(songs_range[1] / s["f0_p95_hz"])
+            if high > 2:
+                out.append(f"{singer}: the songs reach {songs_range[1]:.0f} Hz, {high:.1f} semitones above the "
+                           f"singer's range (95th pct {s['f0_p95_hz']} Hz); consider --shift {-int(np.ceil(high))}")
+            if low > 2:
+                out.append(f"{singer}: the songs go down to {songs_range[0]:.0f} Hz, {low:.1f} semitones below the "
+                           f"singer's range (5th pct {s['f0_p5_hz']} Hz); consider --shift {int(np.ceil(low))}")
+    return out
+
+
+def plot_histograms(stats: dict, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from common.io import atomic_path
+
+    written = []
+    bins = np.geomspace(50, 1100, 61)
+    for singer, s in sorted(stats.items()):
+        f0 = np.concatenate(s["f0"]) if s["f0"] else np.zeros(0)
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.hist(f0, bins=bins)
+        ax.set_xscale("log")
+        ax.set_xlabel("F0 (Hz), voiced frames")
+        ax.set_ylabel("frames")
+        ax.set_title(f"{singer}: F0 range")
+        fig.tight_layout()
+        path = folder / f"{singer}.f0.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def report(stats: dict, frame_rate: float) -> dict:
     out = {}
     for singer, s in sorted(stats.items()):
@@ -82,17 +189,31 @@ def main(argv=None) -> int:
     ap.add_argument("--files", default="./files", help="folder with train.txt and valid.txt")
     ap.add_argument("-c", "--config", default=None)
     ap.add_argument("--json", default=None, help="also write the report as JSON here")
+    ap.add_argument("--plots", default=None, help="folder for the F0 histograms (default <data>/check)")
+    ap.add_argument("--songs", default=None, help="source songs you will convert: warn if they leave a singer's range")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     lists = [Path(args.files) / "train.txt", Path(args.files) / "valid.txt"]
     problems, stats = check_filelists(lists, cfg.grad.n_mels, cfg.grad.n_vecs)
     problems += unindexed(Path(args.data), lists)
     summary = report(stats, cfg.data.sampling_rate / cfg.data.hop_length)
+    for singer, a in singer_audio_stats(Path(args.data)).items():
+        if singer in summary:
+            summary[singer].update(a)
     for singer, s in summary.items():
         print(f"{singer}: {s['clips']} clips, {s['minutes']} min, voiced {s['voiced_ratio']:.0%}, "
-              f"F0 {s['f0_p5_hz']}-{s['f0_p95_hz']} Hz")
+              f"F0 {s['f0_p5_hz']}-{s['f0_p95_hz']} Hz, silence {s.get('silence_ratio', 0):.0%}, "
+              f"clipping {s.get('clipping_ratio', 0):.2%}")
+    if stats:
+        plots = plot_histograms(stats, Path(args.plots) if args.plots else Path(args.data) / "check")
+        print(f"F0 histograms: {', '.join(str(p) for p in plots)}")
+    songs_range = song_f0_range(Path(args.songs), cfg.data.f0_method) if args.songs else None
+    warns = warnings_for(summary, songs_range)
+    for w in warns:
+        print(f"WARNING {w}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"singers": summary, "problems": problems}, indent=2))
+        Path(args.json).write_text(json.dumps({"singers": summary, "problems": problems, "warnings": warns},
+                                              indent=2))
     for p in problems:
         print(f"PROBLEM {p}", file=sys.stderr)
     print(f"{len(problems)} problems" if problems else "feature set OK")

@@ -113,3 +113,23 @@ def test_mel_index_and_check(tmp_path):
     np.save(item.pit, np.full(np.load(item.pit).shape, np.nan))
     problems, _ = check_item(item)
     assert any("NaN" in p for p in problems)
+
+
+def test_dataset_check_ratios_and_warnings():
+    from prepare.preprocess_zzz import audio_stats, warnings_for
+
+    sr = 16000
+    x = tone(1.0, sr, amp=0.6).astype(np.float32)
+    silence, clipping = audio_stats(np.r_[x, np.zeros(sr, np.float32)], sr)
+    assert abs(silence - 0.5) < 0.02 and clipping < 1e-3
+    clipped = np.clip(tone(1.0, sr, amp=1.2), -0.6, 0.6).astype(np.float32)
+    assert audio_stats(clipped, sr)[1] > 0.2
+    summary = {"alto": {"minutes": 2.0, "f0_p5_hz": 200.0, "f0_p95_hz": 400.0, "clipping_ratio": 0.01,
+                        "silence_ratio": 0.7}}
+    warns = warnings_for(summary, songs_range=(150.0, 800.0))
+    text = "\n".join(warns)
+    assert "only 2.0 min" in text and "clipped" in text and "silence" in text
+    assert "12.0 semitones above" in text and "--shift -12" in text and "below" in text
+    ok = {"alto": {"minutes": 30.0, "f0_p5_hz": 200.0, "f0_p95_hz": 400.0, "clipping_ratio": 0.0,
+                   "silence_ratio": 0.1}}
+    assert warnings_for(ok, songs_range=(210.0, 390.0)) == []
