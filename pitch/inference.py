@@ -1,0 +1,58 @@
+"""Extract F0 from one file into the editable pitch CSV (the original's ``pitch/inference.py``).
+
+    python pitch/inference.py -w test.wav -p test.csv [--method praat|crepe|crepe-tiny|harvest] [--device cpu]
+
+The audio is read at 16 kHz (any format soundfile reads, any rate and channel count). The CSV keeps 0.1 Hz, one
+row per 10 ms frame (see pitch.csv_io); edit it and pass it to ``gvc_inference.py --pit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from common.audio import AudioError, load_audio
+from common.config import load_config
+from pitch.csv_io import save_csv_pitch
+from pitch.f0 import METHODS, SAMPLE_RATE, compute_f0
+
+log = logging.getLogger(__name__)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="F0 of a wave file -> pitch CSV (10 ms rows, Hz, 0 = unvoiced)")
+    parser.add_argument("-w", "--wav", dest="wav", required=True, help="input audio file")
+    parser.add_argument("-p", "--pit", dest="pit", required=True, help="output CSV (editable, e.g. in a spreadsheet)")
+    parser.add_argument("--method", choices=METHODS, default=None,
+                        help="F0 method (default: data.f0_method of configs/base.yaml, i.e. praat)")
+    parser.add_argument("--device", default=None, help="torch device for the crepe methods (default: cuda if present)")
+    parser.add_argument("-c", "--config", default=None, help="config overlay to read data.f0_method from")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    method = args.method or load_config(args.config).data.f0_method
+    if method not in METHODS:
+        sys.exit(f"error: data.f0_method {method!r} is not one of {', '.join(METHODS)}")
+    device = args.device or default_device()
+    try:
+        wav = load_audio(args.wav, sr=SAMPLE_RATE)
+    except AudioError as exc:
+        sys.exit(f"error: {exc}")
+    f0 = compute_f0(wav, SAMPLE_RATE, method=method, device=device)
+    save_csv_pitch(args.pit, f0)
+    voiced = int((f0 > 0).sum())
+    print(f"{args.pit}: {len(f0)} frames ({voiced} voiced), method {method}")
+
+
+if __name__ == "__main__":
+    main()
