@@ -1,0 +1,189 @@
+"""Golden parity of the acoustic model (grad/) with the original Grad-SVC code (V2 and V3 branches).
+
+Weights: the fill recipe of each golden file, written like the official ``gvc.pretrain.pth`` and loaded through
+``grad.checkpoint.load_gvc_model``. Sampling noise: the golden tensors, injected in the original's draw order.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from golden import assert_close, atol, fill_recipe, golden_cases, load_golden, manifest_path
+
+from common.config import REPO_ROOT, load_config
+from grad.checkpoint import load_gvc_model
+from grad.diffusion import ScoreDiffusion
+from grad.flow import FlowMatching
+from grad.samplers import NoiseSource
+from grad.utils import f0_to_coarse, fix_len_compatibility
+
+_MODELS: dict = {}
+
+
+def _config(version: str):
+    return load_config(REPO_ROOT / "configs" / "v2.yaml") if version == "v2" else load_config()
+
+
+@pytest.fixture(scope="module")
+def model_for(tmp_path_factory):
+    """GradSVC with the recipe weights of a golden file, loaded from an official-format file (cached per weights)."""
+
+    def get(meta: dict):
+        w = meta["weights"]
+        key = (Path(w["manifest"]).name, w.get("base_seed"), meta["version"])
+        if key not in _MODELS:
+            fr = fill_recipe()
+            manifest = fr.load_manifest(str(manifest_path(meta)))
+            state = fr.fill_state_dict(manifest, w.get("base_seed"))
+            path = tmp_path_factory.mktemp("gvc") / "gvc.pretrain.pth"
+            torch.save(fr.build_checkpoint(manifest, state, prefix=w.get("key_prefix_in_file") or ""), path)
+            model, _ = load_gvc_model(path, _config(meta["version"]))
+            _MODELS[key] = model
+        return _MODELS[key]
+
+    yield get
+    _MODELS.clear()
+
+
+class EstimatorRecorder:
+    """Forward hook that keeps every estimator call's x, t and output."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.x, self.t, self.out = [], [], []
+        self.handle = module.register_forward_hook(self)
+
+    def __call__(self, module, args, output):
+        _, x, _, _, t = args
+        self.x.append(x.detach().clone())
+        self.t.append(float(t.reshape(-1)[0]))
+        self.out.append(output.detach().clone())
+
+    def remove(self):
+        self.handle.remove()
+
+
+@pytest.mark.parametrize("path", golden_cases("f0_coarse"))
+def test_golden_f0_coarse(path):
+    g, _ = load_golden(path)
+    coarse = f0_to_coarse(torch.from_numpy(g["in_f0"]))
+    assert coarse.dtype == torch.int64
+    np.testing.assert_array_equal(coarse.numpy(), g["out_coarse"])
+    np.testing.assert_array_equal([fix_len_compatibility(int(n)) for n in g["in_fix_len_n"]], g["out_fix_len"])
+
+
+@pytest.mark.parametrize("path", golden_cases("gvc_encoder"))
+def test_golden_gvc_encoder(path, model_for):
+    g, meta = load_golden(path)
+    model = model_for(meta)
+    vec, pit, spk = (torch.from_numpy(g[k]) for k in ("in_vec", "in_pit", "in_spk"))
+    lengths = torch.from_numpy(g["in_lengths"])
+    with torch.inference_mode():
+        coarse = f0_to_coarse(pit)
+        np.testing.assert_array_equal(coarse.numpy(), g["out_pit_coarse"])
+        pit_emb = model.pit_emb(coarse)
+        spk64 = model.spk_emb(spk)
+        assert_close(pit_emb, g["out_pit_emb"], atol(path, "pit_emb", 1e-6), "pit_emb")
+        assert_close(spk64, g["out_spk_emb"], atol(path, "spk_emb", 1e-5), "spk_emb")
+        mu, mask, prenet = model.encoder(lengths, vec.transpose(1, 2), pit_emb.transpose(1, 2), spk64)
+        assert_close(prenet, g["out_prenet_out"], atol(path, "prenet_out", 5e-5), "prenet_out")
+        assert_close(mu, g["out_mu_x"], atol(path, "mu_x", 1e-4), "mu_x")
+        np.testing.assert_array_equal(mask.numpy(), g["out_mask_x"])
+        # the public entry point gives the same
+        mu2, mask2 = model.encode(vec, pit, spk, lengths)
+        assert torch.equal(mu2, mu) and torch.equal(mask2, mask)
+        # item 0 alone without padding: a different result (the prenet norm sees the padding, pitfall 4)
+        n = int(lengths[0])
+        mu_alone, _, _ = model.encoder(lengths[:1], vec[:1, :n].transpose(1, 2), pit_emb[:1, :n].transpose(1, 2),
+                                       spk64[:1])
+        assert_close(mu_alone, g["out_mu_x_unpadded"], atol(path, "mu_x_unpadded", 1e-4), "mu_x_unpadded")
+        assert float((mu_alone - mu[:1, :, :n]).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("path", golden_cases("gvc_unet"))
+def test_golden_gvc_unet(path, model_for):
+    g, meta = load_golden(path)
+    est = model_for(meta).decoder.estimator
+    spk64, x, mask, mu, t = (torch.from_numpy(g[k]) for k in ("in_spk64", "in_x", "in_mask", "in_mu", "in_t"))
+    with torch.inference_mode():
+        assert_close(est.spk_mlp(spk64), g["out_spk_mlp_out"], atol(path, "spk_mlp_out", 1e-5), "spk_mlp_out")
+        assert_close(est.time_embedding(t, 2), g["out_time_mlp_out"], atol(path, "time_mlp_out", 1e-5),
+                     "time_mlp_out")
+        assert_close(est(spk64, x, mask, mu, t), g["out_est"], atol(path, "est", 1e-4), "est")
+        if "out_est_scalar_t" in g:  # V3 passes a 0-d t
+            out = est(spk64, x, mask, mu, torch.tensor(0.5))
+            assert_close(out, g["out_est_scalar_t"], atol(path, "est_scalar_t", 1e-4), "est_scalar_t")
+
+
+@pytest.mark.parametrize("path", golden_cases("gvc_sampling"))
+def test_golden_gvc_sampling(path, model_for):
+    g, meta = load_golden(path)
+    model = model_for(meta)
+    v2 = meta["version"] == "v2"
+    steps = 20 if v2 else 10
+    noises = [g["in_noise_randn_like_0"]]
+    if v2:
+        noises += [g[f"in_noise_randn_{i}"] for i in range(steps)]
+    noises.append(g["in_noise_randn_like_1"])  # the original's last draw (its unused first output): left over
+    noises = [torch.from_numpy(n) for n in noises]
+    vec, pit, spk = (torch.from_numpy(g[k])[None] for k in ("in_vec", "in_pit", "in_spk"))
+    rec = EstimatorRecorder(model.decoder.estimator)
+    try:
+        out = model.synthesise(vec, pit, spk, n_timesteps=steps, temperature=1.015, sampler="ml" if v2 else "euler",
+                               noise=noises)
+    finally:
+        rec.remove()
+    n = vec.shape[1]
+    assert out["mel"].shape == (1, 100, n) and out["mu"].shape == (1, 100, n) and out["mask"].shape == (1, 1, n)
+    assert_close(out["mel"][0], g["out_mel"], atol(path, "mel", 5e-5), "mel")
+    assert_close(out["mu"], g["out_mu_x"][..., :n], atol(path, "mu_x", 1e-4), "mu_x")
+    assert len(rec.out) == steps
+    assert_close(torch.stack(rec.x), g["out_est_in_x"], atol(path, "est_in_x", 2e-4), "est_in_x")
+    assert_close(np.array(rec.t), g["out_est_in_t"], 1e-7, "est_in_t")
+    assert_close(torch.stack(rec.out), g["out_est_out"], atol(path, "est_out", 2e-4), "est_out")
+    # the padded decoder output (V3 keeps the unmasked start noise there, pitfall 9), via encode + decode
+    with torch.inference_mode():
+        mu = torch.from_numpy(g["out_mu_x"])
+        mask = torch.from_numpy(g["out_mask_x"])
+        y = model.decode(mu, mask, spk, steps, 1.015, "ml" if v2 else "euler", NoiseSource(noises))
+    assert_close(y, g["out_y_dec_full"], atol(path, "y_dec_full", atol(path, "mel", 5e-5)), "y_dec_full")
+
+
+class StubVelocity(torch.nn.Module):
+    """The V3 golden's analytic estimator: v = (mu - (1 - 1e-4) x) / (1 - (1 - 1e-4) t) * mask."""
+
+    def forward(self, spk, x, mask, mu, t):
+        return (mu - (1 - 1e-4) * x) / (1 - (1 - 1e-4) * t) * mask
+
+
+class StubScore(torch.nn.Module):
+    """The V2 golden's exact score for data = mu: -(x - mu) / (1 - exp(-(0.05 t + 9.975 t^2))) * mask."""
+
+    def forward(self, spk, x, mask, mu, t):
+        t = t.view(-1, 1, 1)
+        return -(x - mu) / (1 - torch.exp(-(0.05 * t + 9.975 * t**2))) * mask
+
+
+@pytest.mark.parametrize("path", golden_cases("gvc_solver_stub"))
+def test_golden_gvc_solver_stub(path):
+    g, meta = load_golden(path)
+    spk64, mu, mask = (torch.from_numpy(g[k]) for k in ("in_spk64", "in_mu", "in_mask"))
+    if meta["version"] == "v2":
+        decoder, steps, sampler = ScoreDiffusion(StubScore()), 20, "ml"
+        noise = [torch.from_numpy(g["in_noise_z"])] + list(torch.from_numpy(g["in_noise_stoc"]))
+    else:
+        decoder, steps, sampler = FlowMatching(StubVelocity()), 10, "euler"
+        noise = [torch.from_numpy(g["in_noise_z"])]
+    if "in_z" in g:  # V2: the start state the original computed
+        start = decoder.start_state(mu, 1.015, NoiseSource(noise[:1]))
+        assert_close(start, g["in_z"], 0.0, "z")
+    rec = EstimatorRecorder(decoder.estimator)
+    try:
+        with torch.inference_mode():
+            x = decoder.sample(spk64, mu, mask, steps, 1.015, sampler, NoiseSource(noise))
+    finally:
+        rec.remove()
+    assert_close(x, g["out_x"], atol(path, "x", 5e-5), "x")
+    assert_close(torch.stack(rec.x), g["out_est_in_x"], atol(path, "est_in_x", atol(path, "x", 5e-5)), "est_in_x")
+    assert_close(np.array(rec.t), g["out_est_in_t"], 1e-7, "est_in_t")
+    assert_close(torch.stack(rec.out), g["out_est_out"], atol(path, "est_out", 5e-4), "est_out")
