@@ -46,3 +46,19 @@ def write_feature_set(root: Path, n_train: int = 6, n_valid: int = 2, seed: int 
     train.write_text("\n".join(lines[:n_train]) + "\n", encoding="utf-8")
     valid.write_text("\n".join(lines[n_train:]) + "\n", encoding="utf-8")
     return train, valid
+
+
+def load_script(name: str):
+    """Import a script of the repository root (gvc_trainer.py, gvc_export.py) as a module, by path."""
+    import importlib.util
+    import sys
+
+    from common.config import REPO_ROOT
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the script is executed
+    spec.loader.exec_module(module)
+    return module

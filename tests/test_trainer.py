@@ -1,0 +1,205 @@
+"""gvc_trainer.py on the tiny config: over-fitting, exact resume, guards, checkpoints, fine-tuning, torchrun."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from svc_features import load_script, write_feature_set
+
+from common.config import REPO_ROOT, load_config
+from grad.model import GradSVC
+
+tr = load_script("gvc_trainer")
+TINY = str(REPO_ROOT / "configs" / "tiny.yaml")
+# smaller windows than tiny.yaml so each step takes about a second on 2 shared CPU cores
+FAST = ["data.max_frames=64", "train.segment_frames=32", "train.synth_steps=2", "train.test_size=1"]
+
+
+def args_for(feat: tuple[Path, Path], log_dir: Path, *extra: str) -> list[str]:
+    train, valid = feat
+    return ["-c", TINY, "--device", "cpu", f"train.train_files={train}", f"train.valid_files={valid}",
+            f"train.log_dir={log_dir}", *FAST, *extra]
+
+
+def scalars(log_dir: Path, tag: str) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[int, float] = {}
+    for events in sorted(log_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            out.update({e.step: e.value for e in acc.Scalars(tag)})
+    return out
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def feat(tmp_path_factory):
+    return write_feature_set(tmp_path_factory.mktemp("feat"))
+
+
+@pytest.fixture(scope="module")
+def straight(feat, tmp_path_factory):
+    """6 uninterrupted steps (2 epochs of 3 batches; the decoder loss starts in epoch 2), keeping 1 checkpoint."""
+    log_dir = tmp_path_factory.mktemp("straight")
+    assert tr.main(args_for(feat, log_dir, "train.keep_checkpoints=1", "--max-steps", "6")) == 0
+    return log_dir
+
+
+def test_overfit_one_batch(feat, tmp_path):
+    cfg = load_config(TINY, overrides=[f"train.train_files={feat[0]}", f"train.valid_files={feat[1]}",
+                                       f"train.log_dir={tmp_path}", "train.fast_epochs=0",
+                                       "train.learning_rate=1e-3", *FAST])
+    state = tr.build_state(cfg, tr.DistEnv(), torch.device("cpu"))
+    batch = next(iter(tr.batches(state)))
+    history = [tr.train_step(state, batch) for _ in range(10)]
+    state.writer.close()
+    first, last = history[0], history[-1]
+    assert set(first) >= {"prior", "diff", "mel", "spk", "total", "grad_norm_encoder", "grad_norm_decoder"}
+    assert last["prior"] < 0.6 * first["prior"]
+    assert last["diff"] < first["diff"] and last["mel"] < first["mel"]
+    assert last["total"] < 0.8 * first["total"]
+    assert all(b["total"] < a["total"] for a, b in zip(history[:-1], history[1:]))
+
+
+def test_straight_run_logs_checkpoints_and_rotation(straight):
+    assert [p.name for p in tr.list_checkpoints(straight)] == ["grad_svc_2.pt"]  # keep_checkpoints=1
+    ckpt = load(straight / "grad_svc_2.pt")
+    assert set(ckpt) == {"model", "optim", "epoch", "steps", "config", "version", "scaler", "rng", "data_state"}
+    assert ckpt["epoch"] == 2 and ckpt["steps"] == 6 and ckpt["version"] == "v3"
+    assert ckpt["data_state"]["epoch"] == 3 and ckpt["data_state"]["batch"] == 0
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    diff = scalars(straight, "loss/diff")
+    assert sorted(diff) == [1, 2, 3, 4, 5, 6]
+    assert all(diff[s] == 0 for s in (1, 2, 3)) and all(diff[s] > 0 for s in (4, 5, 6))  # fast_epochs = 1
+    assert set(scalars(straight, "grad_norm/encoder")) == set(diff)
+    assert scalars(straight, "lr")[6] == pytest.approx(2e-4)
+    assert sorted(scalars(straight, "valid/total")) == [3, 6]
+    assert "epoch 2 validation" in (straight / "train.log").read_text()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(next(straight.glob("events.out.tfevents.*"))))
+    acc.Reload()
+    assert {"image_0/ground_truth", "image_0/generated_enc", "image_0/generated_dec"} <= set(acc.Tags()["images"])
+
+
+def test_resume_mid_epoch_equals_uninterrupted(feat, straight, tmp_path):
+    assert tr.main(args_for(feat, tmp_path, "--max-steps", "2")) == 0
+    partial = tmp_path / "grad_svc_1_step2.pt"
+    assert load(partial)["data_state"] == {"epoch": 1, "batch": 2, "seed": 37, "world_size": 1, "batch_size": 2}
+    # no -c: the config stored in the checkpoint is used (its log_dir, tiny sizes)
+    assert tr.main(["-p", str(partial), "--device", "cpu", "--max-steps", "4"]) == 0
+    for tag in ("loss/total", "loss/prior", "loss/diff", "loss/spk", "grad_norm/decoder"):
+        assert scalars(tmp_path, tag) == scalars(straight, tag), tag
+    a, b = load(straight / "grad_svc_2.pt"), load(tmp_path / "grad_svc_2.pt")
+    assert a["steps"] == b["steps"] == 6
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert torch.equal(a["rng"]["states"][0]["torch"], b["rng"]["states"][0]["torch"])
+
+
+def test_checkpoint_order():
+    names = ["grad_svc_10.pt", "grad_svc_2.pt", "grad_svc_3_step7.pt", "grad_svc_3.pt", "grad_svc_11_step33.pt",
+             "other.pt", "grad_svc_x.pt"]
+    ordered = sorted((p for p in map(Path, names) if tr.checkpoint_order(p)), key=tr.checkpoint_order)
+    assert [p.name for p in ordered] == ["grad_svc_2.pt", "grad_svc_3_step7.pt", "grad_svc_3.pt", "grad_svc_10.pt",
+                                         "grad_svc_11_step33.pt"]
+
+
+class Patched:
+    """Wrap GradSVC.compute_loss: ``action(n)`` runs at the n-th training call and may replace the losses."""
+
+    def __init__(self, monkeypatch, action):
+        self.calls = 0
+        original = GradSVC.compute_loss
+
+        def wrapper(model, *args, **kwargs):
+            losses = original(model, *args, **kwargs)
+            if model.training:
+                self.calls += 1
+                return action(self.calls, losses)
+            return losses
+
+        monkeypatch.setattr(GradSVC, "compute_loss", wrapper)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(feat, tmp_path, monkeypatch, caplog):
+    def poison(n, losses):
+        if n == 4:
+            losses["prior"] = losses["prior"] * float("nan")
+        return losses
+
+    Patched(monkeypatch, poison)
+    with caplog.at_level(logging.ERROR):
+        assert tr.main(args_for(feat, tmp_path, "train.test_step=100", "--max-steps", "10")) == tr.EXIT_NONFINITE
+    assert "step 4 (epoch 2): loss is not finite" in caplog.text
+    assert [p.name for p in tr.list_checkpoints(tmp_path)] == ["grad_svc_1.pt"]
+    assert load(tmp_path / "grad_svc_1.pt")["steps"] == 3
+
+
+def test_sigterm_saves_after_the_step(feat, tmp_path, monkeypatch):
+    def terminate(n, losses):
+        if n == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return losses
+
+    Patched(monkeypatch, terminate)
+    assert tr.main(args_for(feat, tmp_path, "--max-steps", "10")) == 128 + signal.SIGTERM
+    ckpt = load(tmp_path / "grad_svc_1_step2.pt")
+    assert ckpt["steps"] == 2 and ckpt["data_state"]["batch"] == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+def test_finetune_loads_weights_and_freezes(feat, straight, tmp_path, caplog):
+    source = load(straight / "grad_svc_2.pt")["model"]
+    with caplog.at_level(logging.INFO):
+        code = tr.main(args_for(feat, tmp_path, "--finetune", str(straight / "grad_svc_2.pt"),
+                                "train.freeze=[pit_emb,spk_emb]", "train.learning_rate=5e-5", "--max-steps", "1"))
+    assert code == 0
+    assert "fine-tuning from" in caplog.text and "frozen: pit_emb" in caplog.text
+    ckpt = load(tmp_path / "grad_svc_1_step1.pt")
+    for key in ("pit_emb.weight", "spk_emb.weight", "spk_emb.bias"):
+        assert torch.equal(ckpt["model"][key], source[key]), key
+    changed = [k for k in source if k.startswith("encoder.") and not torch.equal(ckpt["model"][k], source[k])]
+    assert changed and ckpt["optim"]["param_groups"][0]["lr"] == 5e-5
+    assert ckpt["config"]["train"]["pretrain"].endswith("grad_svc_2.pt")
+
+
+def test_bad_data_exits_2_listing_the_files(feat, tmp_path, caplog):
+    lines = feat[0].read_text().splitlines()
+    lines.append(lines[0].replace(".mel.pt", "_gone.mel.pt"))
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.ERROR):
+        code = tr.main(["-c", TINY, "--device", "cpu", f"train.train_files={bad}", f"train.valid_files={feat[1]}",
+                        f"train.log_dir={tmp_path / 'logs'}"])
+    assert code == tr.EXIT_DATA
+    assert "_gone.mel.pt: missing" in caplog.text and "1 problem(s)" in caplog.text
+    assert not list((tmp_path / "logs").glob("*.pt"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(feat, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO_ROOT / "gvc_trainer.py"), *args_for(feat, tmp_path, "--max-steps", "2")]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # 6 items on 2 ranks, batch 2: one batch per rank and epoch; 2 steps = 2 epochs, checkpoints by rank 0 only
+    names = [p.name for p in tr.list_checkpoints(tmp_path)]
+    assert names == ["grad_svc_1.pt", "grad_svc_2.pt"]
+    ckpt = load(tmp_path / "grad_svc_2.pt")
+    assert ckpt["steps"] == 2 and ckpt["rng"]["world_size"] == 2 and len(ckpt["rng"]["states"]) == 2
+    assert not torch.equal(ckpt["rng"]["states"][0]["torch"], ckpt["rng"]["states"][1]["torch"])
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
