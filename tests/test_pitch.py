@@ -82,7 +82,7 @@ def test_golden_pitch_frame_counts(path):
         assert praat_frame_count(n) == int(praat_frames), n
         assert frame_count(n) == int(total), n
         x = np.random.default_rng(n).normal(0, 0.1, n).astype(np.float32)
-        for method in ("praat", "harvest", "crepe-tiny"):
+        for method in ("praat", "harvest", "crepe-tiny") if n <= 16160 else ("praat",):
             assert compute_f0(x, method=method).shape == (int(total),), (method, n)
 
 
@@ -249,7 +249,7 @@ def test_cli_preprocess_f0_folder(tmp_path, capsys):
         (waves / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(waves / rel, x, SAMPLE_RATE, subtype="PCM_16")
     (waves / "spk2" / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
-    # as a user runs it (worker pools are common.filewalk's and tested there; one process keeps this test fast)
+    # as a user runs it (the worker pool is common.filewalk's, run with -t 2 in test_prepare.py)
     res = run_script("prepare/preprocess_f0.py", "-w", str(waves), "-p", str(pitch), "-t", "1")
     assert res.returncode == 1, res.stderr
     assert "3 processed" in res.stderr and "1 failed" in res.stderr
