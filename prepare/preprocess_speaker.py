@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     try:
         backend = load_speaker_backend(name, args.checkpoint, device)
     except (CheckpointError, ValueError, OSError) as exc:
-        hint = " (or use --backend resemblyzer, which needs no download)" if name == "lstm" else ""
+        hint = "; or use --backend resemblyzer, which needs no download" if name == "lstm" else ""
         print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
     out_root.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         wav = load_audio(args.wav, SAMPLE_RATE)
         backend = load_speaker_backend(name, args.checkpoint, device)
     except CheckpointError as exc:
-        hint = " (or use --backend resemblyzer, which needs no download)" if name == "lstm" else ""
+        hint = "; or use --backend resemblyzer, which needs no download" if name == "lstm" else ""
         print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
     except (ConfigError, ValueError, OSError) as exc:  # AudioError is a ValueError

@@ -69,7 +69,8 @@ class LSTMSpeakerEncoder(nn.Module):
         Like the original: ``num_windows`` windows of ``num_frames`` frames at offsets
         ``int(linspace(0, T - num_frames, num_windows))`` (every window is the whole input when
         ``T < num_frames``), each embedded by ``inference``; the result is their MEAN, not re-normalised
-        (its norm is below 1).
+        (its norm is below 1). Repeated offsets are embedded once and weighted by their count (same result up to
+        float rounding, up to 10x faster for inputs of about 4 s or less).
         """
         if mel.dim() == 2:
             mel = mel.unsqueeze(0)
@@ -81,8 +82,14 @@ class LSTMSpeakerEncoder(nn.Module):
             raise ValueError("compute_embedding: empty mel (0 frames)")
         num_frames = min(num_frames, total)
         offsets = [int(o) for o in np.linspace(0, total - num_frames, num=num_windows)]
-        windows = torch.cat([mel[:, o:o + num_frames] for o in offsets], dim=0)
-        return self.inference(windows).mean(dim=0)
+        # identical windows (all of them when T <= num_frames) are embedded once and counted, not recomputed
+        unique, counts = np.unique(offsets, return_counts=True)
+        windows = torch.cat([mel[:, o:o + num_frames] for o in unique], dim=0)
+        emb = self.inference(windows)
+        if len(unique) == num_windows:
+            return emb.mean(dim=0)
+        weights = torch.as_tensor(counts, dtype=emb.dtype, device=emb.device)[:, None]
+        return (emb * weights).sum(dim=0) / num_windows
 
 
 def _state_dict_of(obj: object, source: str) -> Mapping[str, torch.Tensor]:
