@@ -1,0 +1,77 @@
+"""Bounded-memory synthesis of long inputs: frame windows with context, joined by linear crossfades.
+
+A sequence of ``T`` frames is cut into cores of ``chunk`` frames; each core is synthesised inside a window that
+adds ``overlap`` context frames on each side. Neighbouring outputs are crossfaded over ``overlap`` frames centred
+on the seam, so each window keeps ``overlap / 2`` frames of clean context beyond its crossfade zone: a model whose
+receptive field is shorter than that gives exactly the unchunked output.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Core frames ``[start, end)`` synthesised from the context window ``[win_start, win_end)``."""
+
+    start: int
+    end: int
+    win_start: int
+    win_end: int
+
+
+def plan_windows(n_frames: int, chunk: int, overlap: int) -> list[Window]:
+    """Cores of ``chunk`` frames with ``overlap`` context frames each side, clipped to ``[0, n_frames)``.
+
+    The last core holds the remainder; if that is shorter than ``overlap`` it joins the previous core (which then
+    has up to ``chunk + overlap - 1`` frames), so every crossfade lies inside both neighbouring windows.
+    """
+    if chunk <= 0 or overlap < 0:
+        raise ValueError(f"chunk must be > 0 and overlap >= 0, got chunk={chunk}, overlap={overlap}")
+    if chunk < overlap:
+        raise ValueError(f"chunk ({chunk}) must be at least the overlap ({overlap}) so crossfades do not collide")
+    starts = list(range(0, n_frames, chunk))
+    if len(starts) > 1 and n_frames - starts[-1] < overlap:
+        starts.pop()  # a last core shorter than a crossfade is absorbed by the previous window
+    ends = starts[1:] + [n_frames]
+    return [Window(s, e, max(0, s - overlap), min(n_frames, e + overlap)) for s, e in zip(starts, ends)]
+
+
+def synthesize_chunked(
+    n_frames: int,
+    hop: int,
+    chunk: int,
+    overlap: int,
+    render: Callable[[Window], np.ndarray],
+) -> np.ndarray:
+    """Assemble ``render(window)`` outputs (``(win_end - win_start) * hop`` samples each) into ``n_frames * hop``.
+
+    Seams are crossfaded linearly over ``overlap * hop`` samples centred on the core boundary. Returns float32.
+    """
+    out = np.zeros(n_frames * hop, dtype=np.float32)
+    windows = plan_windows(n_frames, chunk, overlap)
+    half = overlap * hop // 2
+    fade = 2 * half  # samples in one crossfade
+    ramp = (np.arange(fade, dtype=np.float64) + 0.5) / max(fade, 1)  # 0 -> 1, symmetric: ramp + ramp[::-1] == 1
+    for i, w in enumerate(windows):
+        audio = np.asarray(render(w), dtype=np.float32).reshape(-1)
+        expected = (w.win_end - w.win_start) * hop
+        if audio.shape[0] != expected:
+            raise RuntimeError(f"chunk renderer returned {audio.shape[0]} samples for a {expected}-sample window")
+        first, last = i == 0, i == len(windows) - 1
+        lo = w.start * hop - (0 if first else half)  # this chunk's share of the output, in samples
+        hi = w.end * hop + (0 if last else half)
+        piece = audio[lo - w.win_start * hop: hi - w.win_start * hop].astype(np.float64)
+        if not first and fade:
+            piece[:fade] *= ramp
+        if not last and fade:
+            piece[-fade:] *= ramp[::-1]
+        out[lo:hi] += piece.astype(np.float32)
+    return out
