@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from golden import REFERENCE, assert_close, atol, golden_cases, load_golden, write_official_checkpoint
+import torch.nn.functional as F
 
-from bigvgan.alias import SnakeAlias, kaiser_sinc_filter
+from bigvgan.alias import SnakeAlias, UpSample1d, kaiser_sinc_filter
 from bigvgan.chunks import plan_windows
 from bigvgan.griffinlim import griffinlim_vocode
 from bigvgan.inference import main as cli_main
@@ -21,6 +21,7 @@ from bigvgan.nsf import HarmonicSource, harmonic_phase_offset, upsample_f0
 from common.checkpoint import CheckpointError
 from common.config import load_config
 from common.mel import mel_spectrogram
+from golden import REFERENCE, assert_close, atol, golden_cases, load_golden, write_official_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REFERENCE / "manifests" / "nsf_bigvgan_generator.json"
@@ -104,6 +105,19 @@ def test_state_dict_matches_manifest_and_constants():
             value = torch.tensor(entry["value"], dtype=torch.float32).view(entry["shape"])
             assert torch.allclose(own[key], value, atol=1e-7, rtol=0), key
     assert torch.equal(kaiser_sinc_filter(0.25, 0.3, 12), own["activation_post.upsample.filter"])
+
+
+@pytest.mark.parametrize("ratio,kernel", [(2, 12), (3, 12), (2, 10)])
+def test_polyphase_upsample_equals_the_originals_transposed_conv(ratio, kernel):
+    up = UpSample1d(ratio, kernel)
+    for length in (1, 2, 5, 33):
+        x = torch.randn(2, 3, length)
+        # the original (alias-free-torch): ratio * conv_transpose1d(replicate pad, filter, stride=ratio), cropped
+        ref = ratio * F.conv_transpose1d(F.pad(x, (up.pad, up.pad), mode="replicate"),
+                                         up.filter.expand(3, -1, -1), stride=ratio, groups=3)
+        ref = ref[..., up.crop_left: ref.shape[-1] - up.crop_right]
+        assert up(x).shape == ref.shape == (2, 3, ratio * length)
+        assert torch.allclose(up(x), ref, atol=1e-6)
 
 
 def test_snake_alias_inference_path_equals_autograd_path():
