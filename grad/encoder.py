@@ -135,7 +135,6 @@ def _band_to_full(band: torch.Tensor, offsets: range, t: int) -> torch.Tensor:
 
 def _full_to_band(full: torch.Tensor, offsets: range) -> torch.Tensor:
     """[..., T, T] -> [..., T, K]: band[i, k] = full[i, i + offsets[k]] (0 where that column does not exist)."""
-    t = full.shape[-1]
     cols = []
     for o in offsets:
         diag = full.diagonal(offset=o, dim1=-2, dim2=-1)  # length t - |o|

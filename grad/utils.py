@@ -47,7 +47,8 @@ def sequence_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Te
     return positions.unsqueeze(0) < lengths.unsqueeze(1)
 
 
-def random_segment_starts(lengths: torch.Tensor, segment: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_segment_starts(lengths: torch.Tensor, segment: int,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform random start frame [B] (int64) of a ``segment``-frame window inside each valid length.
 
     Items shorter than the segment start at 0 (the window then reaches into the padding, which the mask zeroes).
