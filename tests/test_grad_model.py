@@ -1,0 +1,226 @@
+"""GradSVC model: shapes, masks, losses, gradients, synthesis with every sampler, configs and the loader."""
+
+import json
+
+import pytest
+import torch
+
+from common.checkpoint import CheckpointError
+from common.config import REPO_ROOT, load_config, to_dict
+from grad.checkpoint import load_gvc_model, read_gvc_checkpoint
+from grad.model import LOSS_KEYS, GradSVC
+from grad.samplers import SAMPLERS
+from grad.utils import fix_len_compatibility, sequence_mask
+
+CONFIGS = REPO_ROOT / "configs"
+MANIFEST = REPO_ROOT / "tests" / "fixtures" / "reference" / "manifests" / "gvc_v3.json"
+
+
+def inputs(b=2, t=24, lengths=(24, 17), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(lengths[:b])
+    mask = sequence_mask(lengths, t).float()
+    vec = torch.randn(b, t, 256, generator=g) * mask[..., None]
+    pit = (150 + 100 * torch.rand(b, t, generator=g)) * mask
+    pit[:, 3:6] = 0.0  # unvoiced frames
+    spk = torch.nn.functional.normalize(torch.randn(b, 256, generator=g), dim=-1)
+    mel = (torch.randn(b, 100, t, generator=g) - 5.0) * mask[:, None]
+    return vec, pit, spk, lengths, mel
+
+
+@pytest.fixture(scope="module")
+def base():
+    torch.manual_seed(0)
+    return GradSVC(load_config().grad)
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg():
+    return load_config(CONFIGS / "tiny.yaml")
+
+
+def tiny_model(cfg, **grad_overrides):
+    g = cfg.grad.copy()
+    for k, v in grad_overrides.items():
+        setattr(g, k, v)
+    torch.manual_seed(1)
+    return GradSVC(g).eval()
+
+
+def test_state_dict_keys_are_the_official_ones(base):
+    manifest = json.loads(MANIFEST.read_text())["state_dict"]
+    state = base.state_dict()
+    assert list(state) == list(manifest)
+    assert all(list(state[k].shape) == v["shape"] for k, v in manifest.items())
+    assert sum(p.numel() for p in base.parameters()) == 33_886_191
+
+
+def test_encode_shapes_and_mask(base):
+    vec, pit, spk, lengths, _ = inputs()
+    with torch.inference_mode():
+        mu, mask = base.eval().encode(vec, pit, spk, lengths)
+    assert mu.shape == (2, 100, 24) and mask.shape == (2, 1, 24) and mask.dtype == vec.dtype
+    assert torch.equal(mask[:, 0], sequence_mask(lengths, 24).float())
+    assert torch.all(mu[1, :, 17:] == 0) and torch.isfinite(mu).all()
+    with pytest.raises(ValueError, match="multiple of 4"):
+        base.encode(vec[:, :23], pit[:, :23], spk, torch.tensor([23, 17]))
+
+
+def test_compute_loss_keys_finite_and_gradients_reach_every_part(base):
+    vec, pit, spk, lengths, mel = inputs()
+    base.train()
+    base.zero_grad()
+    losses = base.compute_loss(mel, lengths, vec, pit, spk, out_size=8, generator=torch.Generator().manual_seed(2))
+    assert set(losses) == set(LOSS_KEYS)
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values()), losses
+    assert float(losses["diff"].detach()) > 0
+    sum(losses.values()).backward()
+    missing = [n for n, p in base.named_parameters() if p.grad is None]
+    assert not missing, missing[:5]
+    groups = ("pit_emb", "spk_emb", "encoder.prenet", "encoder.speaker", "encoder.encoder", "encoder.proj_m",
+              "decoder.estimator")
+    for group in groups:
+        norm = sum(float(p.grad.abs().sum()) for n, p in base.named_parameters() if n.startswith(group))
+        assert norm > 0, group
+    base.zero_grad()
+    base.eval()
+
+
+def test_speaker_loss_gradient_is_reversed_into_the_prenet(base):
+    """The GRL: the speaker loss pushes the prenet AWAY from what the classifier descends towards."""
+    vec, pit, spk, lengths, _ = inputs(b=1, t=16, lengths=(16,))
+    mask = sequence_mask(lengths, 16).unsqueeze(1).float()
+    prenet = base.encoder.prenet(vec.transpose(1, 2), mask).detach().requires_grad_(True)
+    pred = base.encoder.speaker(prenet, mask)
+    loss = 1 - torch.nn.functional.cosine_similarity(spk, pred, dim=-1).mean()
+    (g_rev,) = torch.autograd.grad(loss, prenet)
+    plain = base.encoder.speaker.classifier[1:]
+    pred2 = (plain(prenet) * mask).sum(-1) / mask.sum(-1)
+    loss2 = 1 - torch.nn.functional.cosine_similarity(spk, pred2, dim=-1).mean()
+    (g_plain,) = torch.autograd.grad(loss2, prenet)
+    torch.testing.assert_close(g_rev, -g_plain)
+
+
+def test_compute_loss_without_segments_and_without_decoder(tiny_cfg):
+    model = tiny_model(tiny_cfg).train()
+    vec, pit, spk, lengths, mel = inputs()
+    full = model.compute_loss(mel, lengths, vec, pit, spk, out_size=None)
+    assert all(torch.isfinite(v) for v in full.values())
+    longer = model.compute_loss(mel, lengths, vec, pit, spk, out_size=500)  # not shorter than T: whole sequence
+    assert torch.isfinite(longer["diff"])
+    model.zero_grad()
+    enc_only = model.compute_loss(mel, lengths, vec, pit, spk, use_decoder=False)
+    assert float(enc_only["diff"]) == 0.0
+    sum(enc_only.values()).backward()
+    assert all(p.grad is None for p in model.decoder.parameters())
+    # eval mode: no perturbation, so the encoder losses are deterministic
+    model.eval()
+    a = model.compute_loss(mel, lengths, vec, pit, spk, use_decoder=False)
+    b = model.compute_loss(mel, lengths, vec, pit, spk, use_decoder=False)
+    assert all(torch.equal(a[k], b[k]) for k in ("prior", "mel", "spk"))
+
+
+@pytest.mark.parametrize("decoder,samplers", [("score", ["ml", "euler_sde", "euler_ode", "dpm1", "dpm2", "dpm3"]),
+                                              ("flow", ["euler", "heun"]), ("rectified", ["euler", "heun"])])
+def test_batch_synthesis_with_every_sampler(tiny_cfg, decoder, samplers):
+    model = tiny_model(tiny_cfg, decoder=decoder, sampler=samplers[0])
+    assert model.decoder.kind == SAMPLERS[samplers[0]].kind
+    if decoder == "rectified":
+        assert model.decoder.sigma_min == 0.0
+    vec, pit, spk, lengths, _ = inputs(b=2, t=22, lengths=(22, 13))
+    for name in samplers:
+        out = model.synthesise(vec, pit, spk, lengths, n_timesteps=3, sampler=name,
+                               generator=torch.Generator().manual_seed(3))
+        assert out["mel"].shape == (2, 100, 22) and out["mu"].shape == (2, 100, 22), name
+        assert out["mask"].shape == (2, 1, 22) and torch.isfinite(out["mel"]).all(), name
+        assert not out["mel"].requires_grad
+        again = model.synthesise(vec, pit, spk, lengths, n_timesteps=3, sampler=name,
+                                 generator=torch.Generator().manual_seed(3))
+        assert torch.equal(out["mel"], again["mel"]), f"{name}: not reproducible"
+
+
+def test_synthesis_defaults_padding_and_noise_injection(tiny_cfg):
+    model = tiny_model(tiny_cfg)  # V3 flow, euler, tiny config's 4 steps
+    vec, pit, spk, _, _ = inputs(b=1, t=21, lengths=(21,))
+    t_pad = fix_len_compatibility(21)
+    z = torch.randn(1, 100, t_pad, generator=torch.Generator().manual_seed(4))
+    out = model.synthesise(vec, pit, spk, noise=[z])
+    same = model.synthesise(vec, pit, spk, n_timesteps=4, temperature=1.015, sampler="euler", noise=[z])
+    assert out["mel"].shape == (1, 100, 21) and torch.equal(out["mel"], same["mel"])
+    # a seeded generator draws the same start noise
+    gen = model.synthesise(vec, pit, spk, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(gen["mel"], out["mel"])
+    with pytest.raises(ValueError, match="shape"):
+        model.synthesise(vec, pit, spk, noise=[z[..., :21]])
+    with pytest.raises(ValueError, match="not available for the flow decoder"):
+        model.synthesise(vec, pit, spk, sampler="ml")
+
+
+def test_tiny_config_builds_small(tiny_cfg, base):
+    model = tiny_model(tiny_cfg)
+    n_tiny = sum(p.numel() for p in model.parameters())
+    assert n_tiny < sum(p.numel() for p in base.parameters()) / 3
+    assert model.encoder.prenet.proj.out_channels == tiny_cfg.grad.n_enc_channels
+
+
+# ---------------------------------------------------------------------------------------------- loader
+
+
+def save(path, obj):
+    torch.save(obj, path)
+    return path
+
+
+def test_loader_round_trip_of_our_checkpoint(tiny_cfg, tmp_path):
+    model = tiny_model(tiny_cfg)
+    path = save(tmp_path / "ours.pth", {"model": model.state_dict(), "config": to_dict(tiny_cfg), "version": "v3"})
+    loaded, cfg = load_gvc_model(path)  # the config comes from the file
+    assert cfg.grad.dec_dim == tiny_cfg.grad.dec_dim and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    state, cfg_dict, meta = read_gvc_checkpoint(path)
+    assert meta == {"format": "ours", "version": "v3"} and cfg_dict["grad"]["dec_dim"] == tiny_cfg.grad.dec_dim
+
+
+def test_loader_official_and_training_formats(tiny_cfg, tmp_path):
+    model = tiny_model(tiny_cfg)
+    state = model.state_dict()
+    official = save(tmp_path / "gvc.pretrain.pth", {"model": state})
+    assert read_gvc_checkpoint(official)[2]["format"] == "official"
+    loaded, cfg = load_gvc_model(official, tiny_cfg)
+    assert cfg is tiny_cfg and torch.equal(loaded.pit_emb.weight, model.pit_emb.weight)
+    training = save(tmp_path / "grad_svc_10.pt", {"model": state, "optim": {}, "epoch": 10, "steps": 99})
+    _, _, meta = read_gvc_checkpoint(training)
+    assert meta["format"] == "training" and meta["epoch"] == 10 and meta["steps"] == 99
+    # the training-only speaker classifier may be absent for inference, not for training
+    no_spk = save(tmp_path / "slim.pth", {"model": {k: v for k, v in state.items()
+                                                   if not k.startswith("encoder.speaker.")}})
+    load_gvc_model(no_spk, tiny_cfg)
+    with pytest.raises(CheckpointError, match="missing"):
+        load_gvc_model(no_spk, tiny_cfg, for_training=True)
+
+
+def test_loader_errors(tiny_cfg, tmp_path):
+    model = tiny_model(tiny_cfg)
+    state = model.state_dict()
+    broken = dict(state)
+    del broken["decoder.estimator.final_conv.bias"]
+    path = save(tmp_path / "broken.pth", {"model": broken})
+    with pytest.raises(CheckpointError, match=r"broken\.pth: missing 1 keys.*final_conv\.bias"):
+        load_gvc_model(path, tiny_cfg)
+    with pytest.raises(CheckpointError, match="pretrained file not found"):
+        load_gvc_model(tmp_path / "nope.pth", tiny_cfg)
+    with pytest.raises(CheckpointError, match="not a GradSVC checkpoint"):
+        load_gvc_model(save(tmp_path / "list.pth", [1, 2]), tiny_cfg)
+    # shapes of another config
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_gvc_model(save(tmp_path / "tiny.pth", {"model": state}), load_config())
+    # V2 and V3 files share keys: a stored version must agree with the config
+    v2_in_v3 = save(tmp_path / "v2.pth", {"model": state, "config": to_dict(tiny_cfg), "version": "v2"})
+    with pytest.raises(CheckpointError, match="version v2 but the config says v3"):
+        load_gvc_model(v2_in_v3)
+    no_cfg = save(tmp_path / "v2_nocfg.pth", {"model": state, "version": "v2"})
+    with pytest.raises(CheckpointError, match="version v2 but the config says v3"):
+        load_gvc_model(no_cfg, tiny_cfg)
+    v2_cfg = load_config(CONFIGS / "tiny.yaml", CONFIGS / "v2.yaml")
+    loaded, cfg = load_gvc_model(no_cfg, v2_cfg)
+    assert cfg.grad.version == "v2" and loaded.decoder.kind == "score"
