@@ -1,9 +1,13 @@
 import os
-import sys
+
+# idle OpenMP threads sleep instead of spinning (2 shared cores; subprocesses inherit it); set before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import sys  # noqa: E402
 from pathlib import Path
 
-import pytest
-import torch
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # tests import their helpers (tests/golden.py) as top-level modules
 sys.path.insert(0, str(Path(__file__).parent))

@@ -122,3 +122,25 @@ def assert_close(actual, expected, tol: float, what: str) -> None:
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != golden {expected.shape}"
     err = float(np.abs(actual - expected).max()) if actual.size else 0.0
     assert err <= tol, f"{what}: max |diff| {err:.3g} > atol {tol:.3g}"
+
+
+def cached_official_checkpoint(component: str, base_seed: int | None = None, prefix: str = "") -> Path:
+    """``write_official_checkpoint`` once per (manifest, recipe, seed, prefix), kept in a cache folder.
+
+    Filling the large manifests takes tens of seconds; tests share the files. The cache is
+    ``$GVC_TEST_CACHE`` or ``~/.cache/grad-svc-tests``; the key hashes the manifest and the recipe source.
+    """
+    import hashlib
+
+    digest = hashlib.sha1()
+    digest.update(manifest_path(component).read_bytes())
+    digest.update((REFERENCE / "fill_recipe.py").read_bytes())
+    digest.update(f"{base_seed}|{prefix}".encode())
+    folder = Path(os.environ.get("GVC_TEST_CACHE") or Path.home() / ".cache" / "grad-svc-tests")
+    path = folder / f"{component}-{digest.hexdigest()[:12]}.pt"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        write_official_checkpoint(component, tmp, base_seed, prefix)
+        os.replace(tmp, path)
+    return path

@@ -1,0 +1,428 @@
+"""Convert a song (or a folder of songs) to another singer's voice, every stage in one process.
+
+    python gvc_inference.py --model gvc.pth --spk ./data_gvc/singer/your_singer.spk.npy --wave test.wav --shift 0
+    python gvc_inference.py --model gvc.pth --spk singer.spk.npy --wave test.wav --vec test.vec.npy --pit test.csv
+
+Stages: HuBERT-soft units (or ``--vec``) and F0 (or an edited ``--pit`` CSV) from the 16 kHz input -> the acoustic
+model in windows of ``infer.out_chunk`` frames crossfaded over their context frames -> NSF-BigVGAN (or the
+Griffin-Lim preview) in crossfaded windows -> ``--out`` (32 kHz), the F0 check wav and a mel image beside it.
+Each model is loaded once, also in folder mode. This module imports nothing from the trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common.audio import AudioError, list_audio, load_audio, to_int16, write_wav
+from common.checkpoint import CheckpointError
+from common.config import ConfigError
+from common.features import FeatureError, read_vec
+from grad.samplers import NoiseSource
+
+log = logging.getLogger("gvc_inference")
+
+DEFAULT_OUT = "gvc_out.wav"
+MAX_SHIFT = 24  # semitones; beyond two octaves the F0 leaves the model's 50-1100 Hz pitch range
+PITCH_SLACK = 6  # our F0 track is ~3 frames longer than 2 x units; more than this means a file of another audio
+
+
+class InferenceError(ValueError):
+    """A bad input of the conversion (one line, names the file)."""
+
+
+@dataclass
+class Conversion:
+    wav: np.ndarray  # float32 [320 T] at 32 kHz
+    mel: torch.Tensor  # [100, T]
+    f0: np.ndarray  # [T] Hz after the shift
+    vocoder: str
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# pure helpers (tested directly)
+
+
+def shift_f0(f0: np.ndarray, semitones: float) -> np.ndarray:
+    """``f0 * 2^(k/12)``; unvoiced frames stay 0. Refuses shifts beyond +-MAX_SHIFT semitones."""
+    if not np.isfinite(semitones) or abs(semitones) > MAX_SHIFT:
+        raise InferenceError(f"--shift {semitones}: must be within +-{MAX_SHIFT} semitones")
+    return np.asarray(f0, dtype=np.float64) * 2.0 ** (semitones / 12.0)
+
+
+def align(vec50: np.ndarray, f0: np.ndarray, pit_from_user: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Units ``[T_vec, 256]`` at 50 Hz and F0 ``[T_pit]`` at 100 Hz -> both ``T`` frames at 100 Hz.
+
+    Units are repeated x2 (a, a, b, b, ...). Our own F0 track is cut to the shorter, as the original. A user's F0
+    file (``pit_from_user`` names it) of a clearly different length is padded with unvoiced frames or cut to the
+    audio's length, with a warning, so the output keeps the input's duration.
+    """
+    vec = np.repeat(vec50, 2, axis=0)
+    if pit_from_user is not None and abs(len(f0) - len(vec)) > PITCH_SLACK:
+        log.warning("%s: %d F0 frames for %d frames of audio; %s to the audio's length", pit_from_user, len(f0),
+                    len(vec), "padded with unvoiced frames" if len(f0) < len(vec) else "cut")
+        f0 = np.concatenate([f0, np.zeros(max(0, len(vec) - len(f0)))])[: len(vec)]
+    n = min(len(vec), len(f0))
+    return vec[:n], np.asarray(f0[:n], dtype=np.float64)
+
+
+def windows(n: int, chunk: int, context: int) -> list[tuple[int, int]]:
+    """Input windows ``[start, end)`` covering ``n`` frames: cores of ``chunk`` frames plus ``context`` each side.
+
+    Unlike the original loop, the last frame is never dropped (pitfall 3).
+    """
+    out, o = [], 0
+    while True:
+        start, end = max(0, o - context), min(n, o + chunk + context)
+        out.append((start, end))
+        if end >= n:  # this window reaches the end: a following one would only repeat frames
+            return out
+        o += chunk
+
+
+def crossfade_weights(start: int, end: int, n: int, context: int) -> np.ndarray:
+    """Trapezoid weights of one window: linear ramps over the ``2 * context`` frames it shares with a neighbour.
+
+    Neighbouring windows overlap by exactly ``2 * context`` frames and their ramps sum to 1 there.
+    """
+    w = np.ones(end - start, dtype=np.float32)
+    ramp = 2 * context
+    if ramp > 0 and start > 0:
+        w[:ramp] = (np.arange(ramp, dtype=np.float32) + 0.5) / ramp
+    if ramp > 0 and end < n:
+        w[-ramp:] = np.minimum(w[-ramp:], (ramp - 0.5 - np.arange(ramp, dtype=np.float32)) / ramp)
+    return w
+
+
+def mix_speakers(paths: list[str], weights: list[float] | None, expected_backend: str | None) -> np.ndarray:
+    """The weighted mean of one or more ``.spk.npy`` files ``[256]`` (weights are normalised to sum to 1)."""
+    from speaker.backends import read_backend_tag
+
+    if weights and len(weights) != len(paths):
+        raise InferenceError(f"--spk_weights: {len(weights)} weights for {len(paths)} --spk files")
+    weights = np.asarray(weights or [1.0] * len(paths), dtype=np.float64)
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise InferenceError("--spk_weights: weights must be >= 0 with a positive sum")
+    vecs = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise InferenceError(f"{p}: speaker file not found")
+        try:
+            v = np.load(p, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - any numpy load failure means a bad file
+            raise InferenceError(f"{p}: not a .npy speaker embedding ({exc.__class__.__name__})") from None
+        if v.shape != (256,):
+            raise InferenceError(f"{p}: a speaker embedding has shape (256,), this file has {v.shape}")
+        if not np.isfinite(v).all():
+            raise InferenceError(f"{p}: speaker embedding contains NaN or infinite values")
+        tag = read_backend_tag(p)
+        if expected_backend and tag and tag != expected_backend:
+            raise InferenceError(f"{p}: made by the '{tag}' speaker encoder, but the model was trained on "
+                                 f"'{expected_backend}' embeddings")
+        vecs.append(v.astype(np.float64))
+    return (np.tensordot(weights / weights.sum(), np.stack(vecs), axes=1)).astype(np.float32)
+
+
+def read_pitch_file(path: str) -> np.ndarray:
+    """F0 per 10 ms from an (edited) CSV of pitch/inference.py or a ``.pit.npy``."""
+    if not Path(path).is_file():
+        raise InferenceError(f"{path}: pitch file not found")
+    if path.endswith(".npy"):
+        f0 = np.load(path, allow_pickle=False).astype(np.float64)
+    else:
+        from pitch.csv_io import load_csv_pitch
+
+        f0 = load_csv_pitch(path)
+    if f0.ndim != 1 or not np.isfinite(f0).all() or (f0 < 0).any():
+        raise InferenceError(f"{path}: F0 must be finite, >= 0 Hz, one value per frame")
+    return f0
+
+
+def companion_paths(out: Path) -> tuple[Path, Path]:
+    """The F0 check wav and mel image beside ``out`` (``gvc_out.wav`` -> ``gvc_pitch.wav``, ``gvc_out.mel.png``)."""
+    stem = out.stem
+    pitch_stem = stem[: -len("_out")] + "_pitch" if stem.endswith("_out") else stem + "_pitch"
+    return out.with_name(pitch_stem + ".wav"), out.with_name(stem + ".mel.png")
+
+
+def save_mel_image(mel: torch.Tensor, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from common.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(12, 4))
+    im = ax.imshow(mel.float().cpu().numpy(), aspect="auto", origin="lower", interpolation="none")
+    fig.colorbar(im, ax=ax)
+    ax.set_xlabel("frame (10 ms)")
+    ax.set_ylabel("mel band")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the converter: models loaded once
+
+
+class Converter:
+    """Loads the acoustic model now and HuBERT, the F0 tracker and the vocoder when first needed."""
+
+    def __init__(self, model: str, config: str | None = None, device: str | None = None, vocoder: str = "bigvgan",
+                 vocoder_model: str | None = None, hubert_model: str | None = None, f0_method: str | None = None,
+                 half: bool = False):
+        from common.config import load_config
+        from grad.checkpoint import load_gvc_model
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        overlay_cfg = load_config(config) if config else None
+        self.model, self.cfg = load_gvc_model(model, cfg=overlay_cfg, device=str(self.device))
+        if overlay_cfg is not None and overlay_cfg.grad.version != self.cfg.grad.version:
+            raise InferenceError(f"{model}: a {self.cfg.grad.version} checkpoint (its stored config says so) given "
+                                 f"with --config {config} for {overlay_cfg.grad.version}")
+        self.model.eval()
+        self.half = half and self.device.type == "cuda"
+        self.vocoder_kind = vocoder
+        self.vocoder_model = vocoder_model
+        self.hubert_model = hubert_model
+        self.f0_method = f0_method or self.cfg.data.f0_method
+        self._hubert = None
+        self._vocoder = None
+
+    # features ---------------------------------------------------------------------------------------------------
+    def units(self, wav16: np.ndarray) -> np.ndarray:
+        from hubert.model import DEFAULT_CHECKPOINT, compute_units, load_hubert
+
+        if self._hubert is None:
+            self._hubert = load_hubert(self.hubert_model or DEFAULT_CHECKPOINT, device=str(self.device))
+        return compute_units(self._hubert, wav16, device=self.device)
+
+    def f0(self, wav16: np.ndarray) -> np.ndarray:
+        from pitch.f0 import compute_f0
+
+        return compute_f0(wav16, 16000, method=self.f0_method, device=str(self.device))
+
+    # acoustic model ---------------------------------------------------------------------------------------------
+    def acoustic(self, vec: np.ndarray, f0: np.ndarray, spk: np.ndarray, steps: int | None = None,
+                 temperature: float | None = None, sampler: str | None = None, seed: int | None = None) -> torch.Tensor:
+        """Units ``[T, 256]`` and F0 ``[T]`` at 100 Hz, speaker ``[256]`` -> mel ``[100, T]`` (float32, CPU)."""
+        n = len(f0)
+        icfg = self.cfg.infer
+        noise = PositionalNoise(seed if seed is not None else int(torch.seed() % 2**62))
+        spk_t = torch.from_numpy(spk).float().unsqueeze(0).to(self.device)
+        acc = torch.zeros(self.cfg.grad.n_mels, n)
+        wsum = torch.zeros(n)
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else _null_context()
+        for start, end in windows(n, icfg.out_chunk, icfg.hop_frame):
+            v = torch.from_numpy(vec[start:end]).float().unsqueeze(0).to(self.device)
+            p = torch.from_numpy(f0[start:end]).float().unsqueeze(0).to(self.device)
+            with autocast:
+                out = self.model.synthesise(v, p, spk_t, n_timesteps=steps, temperature=temperature, sampler=sampler,
+                                            noise=noise.at(start))
+            mel = out["mel"][0, :, : end - start].float().cpu()
+            w = torch.from_numpy(crossfade_weights(start, end, n, icfg.hop_frame))
+            acc[:, start:end] += mel * w
+            wsum[start:end] += w
+        return acc / wsum.clamp_min(1e-6)
+
+    # vocoder ----------------------------------------------------------------------------------------------------
+    def _bigvgan(self):
+        from bigvgan.model import DEFAULT_CHECKPOINT, load_bigvgan
+
+        if self._vocoder is None:
+            self._vocoder = load_bigvgan(self.vocoder_model or DEFAULT_CHECKPOINT, device=str(self.device))
+        return self._vocoder
+
+    def vocode(self, mel: torch.Tensor, f0: np.ndarray, seed: int | None = None) -> np.ndarray:
+        """mel ``[100, T]`` + F0 ``[T]`` Hz -> wav float32 ``[320 T]`` at 32 kHz."""
+        if self.vocoder_kind == "griffinlim":
+            from bigvgan.griffinlim import griffinlim_vocode
+
+            return griffinlim_vocode(mel, self.cfg.data)
+        from bigvgan.model import vocode
+
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+        icfg = self.cfg.infer
+        return vocode(self._bigvgan(), mel.to(self.device), torch.from_numpy(f0).float().to(self.device),
+                      chunk=icfg.vocoder_chunk, overlap=icfg.vocoder_overlap, noise_generator=gen)
+
+    def pitch_wav(self, f0: np.ndarray, seed: int | None = None) -> np.ndarray:
+        """The F0 check wav the original writes (the vocoder's harmonic source alone), int16 at 32 kHz."""
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+        f0_t = torch.from_numpy(f0).float().unsqueeze(0).to(self.device)
+        with torch.inference_mode():
+            return self._bigvgan().pitch2wav(f0_t, generator=gen)[0].cpu().numpy()
+
+    # one file ---------------------------------------------------------------------------------------------------
+    def convert(self, wave: str, spk: np.ndarray, vec_path: str | None = None, pit_path: str | None = None,
+                shift: float = 0.0, steps: int | None = None, temperature: float | None = None,
+                sampler: str | None = None, seed: int | None = None) -> Conversion:
+        wav16 = None
+        if vec_path is None or pit_path is None:
+            wav16 = load_audio(wave, 16000)
+        if vec_path is not None:
+            if not Path(vec_path).is_file():
+                raise InferenceError(f"{vec_path}: units file not found")
+            vec50 = read_vec(vec_path)
+        else:
+            vec50 = self.units(wav16)
+        f0 = read_pitch_file(pit_path) if pit_path is not None else self.f0(wav16)
+        vec, f0 = align(vec50, f0, pit_path)
+        if len(f0) == 0:
+            raise InferenceError(f"{wave}: too short to convert (no complete 20 ms frame)")
+        f0 = shift_f0(f0, shift)
+        mel = self.acoustic(vec, f0, spk, steps, temperature, sampler, seed)
+        wav = self.vocode(mel, f0, seed)
+        return Conversion(wav=wav, mel=mel, f0=f0, vocoder=self.vocoder_kind)
+
+
+class PositionalNoise:
+    """N(0, 1) sampling noise tied to absolute frame positions, so windowed synthesis draws the same numbers for a
+    frame whatever the window: the k-th draw of a window starting at frame s covers frames [s, s + T) of the k-th
+    song-long noise stream. Blocks of ``BLOCK`` frames are drawn on the CPU from (seed, draw, block), which also
+    makes CPU and CUDA runs use the same noise.
+    """
+
+    BLOCK = 100
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def _block(self, draw: int, block: int, channels: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + draw * 7_919 + block) % 2**62)
+        return torch.randn(channels, self.BLOCK, generator=g)
+
+    def at(self, start: int) -> _WindowNoise:
+        return _WindowNoise(self, start)
+
+
+class _WindowNoise(NoiseSource):
+    """A ``grad.samplers.NoiseSource`` drawing one window's share of ``PositionalNoise``."""
+
+    def __init__(self, noise: PositionalNoise, start: int):
+        super().__init__()
+        self.noise, self.start, self.draws = noise, start, 0
+
+    def randn(self, shape, like: torch.Tensor) -> torch.Tensor:
+        *lead, channels, t = shape
+        first, last = self.start // PositionalNoise.BLOCK, (self.start + t - 1) // PositionalNoise.BLOCK
+        blocks = torch.cat([self.noise._block(self.draws, b, channels) for b in range(first, last + 1)], dim=1)
+        offset = self.start - first * PositionalNoise.BLOCK
+        self.draws += 1
+        out = blocks[:, offset: offset + t].reshape(*([1] * len(lead)), channels, t).expand(*lead, channels, t)
+        return out.to(dtype=like.dtype, device=like.device)
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description="Grad-SVC conversion")
+    ap.add_argument("--config", default=None, help="config overlay; our checkpoints carry their own config")
+    ap.add_argument("--model", required=True, help="gvc.pth, the official gvc.pretrain.pth or a training checkpoint")
+    ap.add_argument("--spk", required=True, nargs="+", help="target singer .spk.npy (several: a mix)")
+    ap.add_argument("--spk_weights", type=float, nargs="+", default=None, help="mixing weights of --spk files")
+    ap.add_argument("--wave", required=True, help="input song, or a folder of songs (converted recursively)")
+    ap.add_argument("--vec", default=None, help="HuBERT units from hubert/inference.py (else computed)")
+    ap.add_argument("--pit", default=None, help="F0 CSV from pitch/inference.py, may be edited (else computed)")
+    ap.add_argument("--shift", type=float, default=0, help="pitch shift in semitones")
+    ap.add_argument("--temperature", "--rature", dest="temperature", type=float, default=None,
+                    help="sampling temperature (V2 divides the noise by it, V3 multiplies; default 1.015)")
+    ap.add_argument("--steps", type=int, default=None, help="decoder steps (default: V3 10, V2 20)")
+    ap.add_argument("--solver", "--sampler", dest="sampler", default=None,
+                    help="V3/rectified: euler, heun; V2: ml, euler_sde, euler_ode, dpm1, dpm2, dpm3")
+    ap.add_argument("--seed", type=int, default=None, help="makes the output reproducible bit for bit")
+    ap.add_argument("--out", default=None, help=f"output wav (default {DEFAULT_OUT}; a folder in folder mode)")
+    ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    ap.add_argument("--half", action="store_true", help="float16 autocast for the acoustic model (CUDA only)")
+    ap.add_argument("--vocoder", choices=["bigvgan", "griffinlim"], default="bigvgan",
+                    help="griffinlim: a preview without the NSF-BigVGAN checkpoint")
+    ap.add_argument("--vocoder_model", default=None, help="default bigvgan_pretrain/nsf_bigvgan_pretrain_32K.pth")
+    ap.add_argument("--hubert_model", default=None, help="default hubert_pretrain/hubert-soft-0d54a1f4.pt")
+    ap.add_argument("--f0", dest="f0_method", default=None, help="F0 method: praat, crepe, crepe-tiny, harvest")
+    ap.add_argument("--no_png", action="store_true", help="do not render the mel image")
+    return ap
+
+
+def write_outputs(conv: Conversion, out: Path, sr: int, pitch_wav: np.ndarray | None, png: bool) -> None:
+    write_wav(out, to_int16(conv.wav), sr)
+    pitch_path, png_path = companion_paths(out)
+    if pitch_wav is not None:
+        write_wav(pitch_path, pitch_wav, sr)
+    if png:
+        save_mel_image(conv.mel, png_path)
+
+
+def run(args) -> int:
+    converter = Converter(args.model, args.config, args.device, args.vocoder, args.vocoder_model, args.hubert_model,
+                          args.f0_method, args.half)
+    cfg = converter.cfg
+    spk = mix_speakers(args.spk, args.spk_weights, cfg.data.speaker_backend)
+    shift_f0(np.zeros(1), args.shift)  # refuse an absurd shift before any work
+    if args.vocoder == "griffinlim":
+        log.warning("vocoder: Griffin-Lim PREVIEW (no NSF-BigVGAN); expect phasey, metallic audio")
+    opts = dict(shift=args.shift, steps=args.steps, temperature=args.temperature, sampler=args.sampler,
+                seed=args.seed)
+    wave = Path(args.wave)
+    sr = cfg.data.sampling_rate
+    if wave.is_dir():
+        if args.vec or args.pit:
+            raise InferenceError("--vec/--pit name one file's features; not usable with a folder --wave")
+        out_root = Path(args.out or "gvc_out")
+        files = list_audio(wave)
+        if not files:
+            raise InferenceError(f"{wave}: no audio files in this folder")
+        failed = []
+        for src in tqdm(files, desc="convert", unit="song", disable=None):
+            out = out_root / src.relative_to(wave).with_suffix(".wav")
+            try:
+                conv = converter.convert(str(src), spk, **opts)
+                write_outputs(conv, out, sr, None, not args.no_png)
+            except (AudioError, InferenceError, FeatureError) as exc:
+                failed.append((src, str(exc)))
+        print(f"converted {len(files) - len(failed)} of {len(files)} songs into {out_root}")
+        for src, why in failed:
+            print(f"  FAILED {src}: {why}", file=sys.stderr)
+        return 1 if failed else 0
+    conv = converter.convert(str(wave), spk, args.vec, args.pit, **opts)
+    out = Path(args.out or DEFAULT_OUT)
+    pitch_wav = converter.pitch_wav(conv.f0, args.seed) if args.vocoder == "bigvgan" else None
+    write_outputs(conv, out, sr, pitch_wav, not args.no_png)
+    label = "Griffin-Lim PREVIEW" if conv.vocoder == "griffinlim" else conv.vocoder
+    print(f"{out}: {len(conv.wav) / sr:.2f} s at {sr} Hz ({label})")
+    return 0
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (AudioError, InferenceError, FeatureError, CheckpointError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
