@@ -69,6 +69,8 @@ def load_gvc_model(path: str | Path, cfg=None, device: str | torch.device = "cpu
     """
     state, cfg_dict, meta = read_gvc_checkpoint(path)
     if cfg_dict is not None:
+        if cfg is not None:
+            log.info("%s: using the config stored in the checkpoint, not the one passed", path)
         try:
             cfg = config_from_dict(cfg_dict)
         except Exception as exc:  # ConfigError or omegaconf validation errors: both mean a bad stored config
