@@ -385,7 +385,7 @@ def vocode(
     hop, n_h = generator.hop_length, generator.m_source.n_harmonics
     n_frames = mel.shape[1]
     mel = mel.to(device=device, dtype=dtype)
-    f0 = f0.to(device=device, dtype=dtype)
+    f0 = f0.to(device=device, dtype=torch.float32)  # the sine phases stay float32 even for a half-precision model
     if add_noise:
         gen_device = noise_generator.device if noise_generator is not None else None
         rand_ini = torch.rand(1, n_h, generator=noise_generator, device=gen_device)
@@ -402,10 +402,8 @@ def vocode(
             sine_noise = torch.zeros(1, n_samples, n_h)
         offset = harmonic_phase_offset(f0[None, : w.win_start], hop, n_h, generator.m_source.sampling_rate)
         with torch.inference_mode():
-            har = generator.harmonic_source(
-                f0_w, (rand_ini.to(device, dtype), sine_noise.to(device, dtype)), phase_offset=offset
-            )
-            audio = generator.decode(mel[None, :, w.win_start: w.win_end], har)["audio"]
+            har = generator.harmonic_source(f0_w, (rand_ini.to(device), sine_noise.to(device)), phase_offset=offset)
+            audio = generator.decode(mel[None, :, w.win_start: w.win_end], har.to(dtype))["audio"]
         return audio[0, 0].float().cpu().numpy()
 
     if n_frames == 0:
