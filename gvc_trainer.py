@@ -96,7 +96,10 @@ def build_config(args: argparse.Namespace, resume: dict | None) -> DictConfig:
         log.info("config: the one stored in %s", args.checkpoint_path)
         cfg = config_from_dict(resume["config"])
         if overrides:
-            cfg = config_from_dict(to_dict(OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))))
+            try:
+                cfg = config_from_dict(to_dict(OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))))
+            except Exception as exc:  # omegaconf's several error types all mean "does not fit the schema"
+                raise ConfigError(f"command-line overrides: {str(exc).splitlines()[0]}") from None
     else:
         cfg = load_config(*(args.config or [BASE_CONFIG]), overrides=overrides)
     if args.name:
@@ -756,6 +759,8 @@ def main(argv: list[str] | None = None) -> int:
             handler = setup_logging(env, Path(cfg.train.log_dir))
             log.info("device %s, precision %s, %d rank(s), log dir %s", device, cfg.train.precision, env.world_size,
                      cfg.train.log_dir)
+            if device.type != "cuda" and cfg.train.precision != "fp32":
+                log.warning("precision %s applies on CUDA only: training in fp32 on %s", cfg.train.precision, device)
             state = build_state(cfg, env, device, resume)
             state_ref.append(state)
             return train(state, args.max_steps)

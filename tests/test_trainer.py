@@ -98,6 +98,7 @@ def test_resume_mid_epoch_equals_uninterrupted(feat, straight, tmp_path):
     assert tr.main(args_for(feat, tmp_path, "--max-steps", "2")) == 0
     partial = tmp_path / "grad_svc_1_step2.pt"
     assert load(partial)["data_state"] == {"epoch": 1, "batch": 2, "seed": 37, "world_size": 1, "batch_size": 2}
+    assert tr.main(["-p", str(partial), "--device", "cpu", "train.no_such_key=1"]) == tr.EXIT_DATA
     # no -c: the config stored in the checkpoint is used (its log_dir, tiny sizes)
     assert tr.main(["-p", str(partial), "--device", "cpu", "--max-steps", "4"]) == 0
     for tag in ("loss/total", "loss/prior", "loss/diff", "loss/spk", "grad_norm/decoder"):
