@@ -96,7 +96,8 @@ class WeightNormConv1d(nn.Module):
         self.weight_v = nn.Parameter(v)
         g_shape = [1, 1, 1]
         g_shape[dim] = v.shape[dim]
-        self.weight_g = nn.Parameter(self._norm(v.detach()).reshape(g_shape).clone())
+        # the model is only ever used with loaded weights; unit magnitudes keep construction cheap
+        self.weight_g = nn.Parameter(torch.ones(g_shape))
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
     def _norm(self, v: torch.Tensor) -> torch.Tensor:
@@ -138,6 +139,14 @@ class TransformerEncoder(nn.Module):
         return x
 
 
+class LabelTable(nn.Module):
+    """Holds ``weight [n, dim]``: the original's training-only label embedding (logits over k-means classes)."""
+
+    def __init__(self, n: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n, dim))
+
+
 class HubertSoft(nn.Module):
     """HuBERT-soft: 16 kHz audio -> 256-d soft units at 50 frames/s.
 
@@ -154,7 +163,7 @@ class HubertSoft(nn.Module):
         self.norm = nn.LayerNorm(768)
         self.encoder = TransformerEncoder()
         self.proj = nn.Linear(768, UNIT_DIM)
-        self.label_embedding = nn.Embedding(100, UNIT_DIM)
+        self.label_embedding = LabelTable(100, UNIT_DIM)
 
     def features(self, wav: torch.Tensor, norm0_stats: Norm0Stats | None = None) -> torch.Tensor:
         """CNN features: ``wav [B, 1, N]`` at 16 kHz (N >= 320) -> ``[B, 512, N // 320]``.
@@ -188,7 +197,11 @@ def load_hubert(path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devic
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a HuBERT-soft state dict (expected a flat dict of tensors)")
     state = strip_prefix(state, "module.")
-    model = HubertSoft()
+    # built on the meta device, then given uninitialised storage: the strict load below overwrites every tensor
+    # (95M random initial values would cost about a second)
+    with torch.device("meta"):
+        model = HubertSoft()
+    model.to_empty(device="cpu")
     load_state_report(model, state, source=str(path))
     return model.to(device).eval()
 
