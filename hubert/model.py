@@ -201,9 +201,9 @@ def load_hubert(path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devic
     # (95M random initial values would cost about a second)
     with torch.device("meta"):
         model = HubertSoft()
-    model.to_empty(device="cpu")
+    model.to_empty(device=device)
     load_state_report(model, state, source=str(path))
-    return model.to(device).eval()
+    return model.eval()
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -219,11 +219,13 @@ def compute_units(
 ) -> np.ndarray:
     """Soft units of a mono 16 kHz signal: ``wav16 (N,)`` float32 -> ``float32 [N // 320, 256]`` at 50 frames/s.
 
-    Long inputs are processed in windows of ``chunk_seconds`` of output frames with ``context_seconds`` of real
-    audio on each inner side (cropped off afterwards), so memory is bounded; windows start on multiples of 320
-    samples, so the result has exactly ``N // 320`` frames and matches a single pass up to the (small) effect of
-    the limited context. Inputs shorter than 320 samples give ``[0, 256]``. ``device`` defaults to the model's;
-    on CUDA the model runs under fp16 autocast, elsewhere in fp32.
+    Inputs longer than ``chunk_seconds`` are processed in windows of ``chunk_seconds`` of output frames with
+    ``context_seconds`` of real audio on each inner side (cropped off afterwards), so memory is bounded. Windows
+    start on multiples of 320 samples, so the result has exactly ``N // 320`` frames; every window normalises its
+    first conv with the whole signal's statistics (streamed, ``norm0_stats``), so the CNN features equal a single
+    pass and only attention and the positional conv (+-64 frames) see less than the whole signal. (The original's
+    ``hubert/inference.py`` ran independent 20 s pieces without context.) Inputs shorter than 320 samples give
+    ``[0, 256]``. ``device`` defaults to the model's; on CUDA the model runs under fp16 autocast, else in fp32.
     """
     wav16 = np.ascontiguousarray(wav16, dtype=np.float32)
     if wav16.ndim != 1:
@@ -240,24 +242,28 @@ def compute_units(
 def norm0_stats(model: HubertSoft, wav16: np.ndarray, device: torch.device, piece_frames: int) -> Norm0Stats:
     """Statistics ``norm0`` would compute over the whole padded signal, streamed in pieces of bounded size.
 
-    ``wav16 (N,)`` at 16 kHz -> (mean, biased variance) ``[1, 512, 1]`` float32 of the first conv's output,
-    accumulated in float64 over ``piece_frames`` unit frames (x64 conv steps) at a time.
+    ``wav16 (N,)`` at 16 kHz -> (mean, biased variance) ``[1, 512, 1]`` float32 of the first conv's output.
+    The conv is linear and has no bias, so with ``x_t`` the 10-sample input frames and ``w_c`` the kernel of
+    channel c: mean_c = w_c . E[x_t] and var_c = w_c^T Cov[x_t] w_c. Only the frames' mean and 10 x 10 second
+    moment are accumulated (float64, ``piece_frames`` unit frames = 64 conv steps each at a time).
     """
     padded = np.pad(wav16, (_PAD, _PAD))
     n_steps = (padded.shape[0] - _CONV0_KERNEL) // _CONV0_STRIDE + 1
     piece = max(1, piece_frames) * (HOP // _CONV0_STRIDE)
-    conv0 = model.feature_extractor.conv0
-    total = torch.zeros(1, conv0.out_channels, 1, dtype=torch.float64, device=device)
-    total_sq = torch.zeros_like(total)
+    first = torch.zeros(_CONV0_KERNEL, dtype=torch.float64)
+    second = torch.zeros(_CONV0_KERNEL, _CONV0_KERNEL, dtype=torch.float64)
     for a in range(0, n_steps, piece):
         b = min(a + piece, n_steps)
-        x = torch.from_numpy(padded[a * _CONV0_STRIDE:(b - 1) * _CONV0_STRIDE + _CONV0_KERNEL]).to(device)
-        y = conv0(x[None, None].to(conv0.weight.dtype)).double()
-        total += y.sum(-1, keepdim=True)
-        total_sq += y.square().sum(-1, keepdim=True)
-    mean = total / n_steps
-    var = (total_sq / n_steps - mean.square()).clamp_min(0.0)
-    return mean.float(), var.float()
+        x = torch.from_numpy(padded[a * _CONV0_STRIDE:(b - 1) * _CONV0_STRIDE + _CONV0_KERNEL]).double()
+        frames = x.unfold(0, _CONV0_KERNEL, _CONV0_STRIDE)  # [b - a, 10]
+        first += frames.sum(0)
+        second += frames.T @ frames
+    mu = first / n_steps
+    cov = second / n_steps - torch.outer(mu, mu)
+    w = model.feature_extractor.conv0.weight.detach()[:, 0, :].double().cpu()  # [512, 10]
+    mean = w @ mu
+    var = ((w @ cov) * w).sum(1).clamp_min(0.0)
+    return mean.float().to(device)[None, :, None], var.float().to(device)[None, :, None]
 
 
 def _units_windowed(model: HubertSoft, wav16: np.ndarray, device: torch.device, chunk_seconds: float,
