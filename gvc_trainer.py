@@ -218,6 +218,30 @@ def check_data(cfg: DictConfig, env: DistEnv) -> None:
                            f"(prepare/preprocess_zzz.py checks them too):\n  {shown}")
 
 
+def record_speaker_backend(cfg: DictConfig) -> None:
+    """Set ``data.speaker_backend`` from the ``backend.json`` tags of the training embeddings (stored in every
+    checkpoint, so inference refuses a ``--spk`` of another encoder); embeddings of two encoders are refused."""
+    from common.features import read_filelist
+    from speaker.backends import read_backend_tag
+
+    found: dict[str, str] = {}
+    for path in (cfg.train.train_files, cfg.train.valid_files):
+        for item in read_filelist(path):
+            folder = str(item.spk.parent)
+            if folder not in found:
+                found[folder] = read_backend_tag(item.spk)
+    tags = {t for t in found.values() if t}
+    if len(tags) > 1:
+        mixed = ", ".join(f"{f} ({t})" for f, t in sorted(found.items()) if t)
+        raise DataProblems(f"speaker embeddings of different encoders in the filelists: {mixed}; recompute them with "
+                           f"one --backend")
+    if tags:
+        tag = tags.pop()
+        if tag != cfg.data.speaker_backend:
+            log.info("speaker embeddings were made by '%s' (backend.json): data.speaker_backend set to it", tag)
+        cfg.data.speaker_backend = tag
+
+
 def apply_pretrain(model: GradSVC, cfg: DictConfig) -> None:
     """Fine-tuning: load ``train.pretrain`` (official ``{'model': sd}`` or ours); missing keys are an error."""
     path = cfg.train.pretrain
@@ -254,6 +278,7 @@ def make_loader(dataset: SVCDataset, cfg: DictConfig, device: torch.device, samp
 def build_state(cfg: DictConfig, env: DistEnv, device: torch.device, resume: dict | None = None) -> TrainState:
     """Datasets, model (+ fine-tune weights, frozen parts), optimizer, scaler, writer; then the resumed state."""
     check_data(cfg, env)
+    record_speaker_backend(cfg)
     seed_everything(cfg.train.seed + env.rank)
     train_set = SVCDataset(cfg.train.train_files, cfg, train=True)
     valid_set = SVCDataset(cfg.train.valid_files, cfg, train=False) if env.is_main else None

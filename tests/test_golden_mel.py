@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from golden import assert_close, atol, golden_cases, load_golden
 
 from common.config import load_config
 from common.mel import mel_basis, mel_from_file, mel_spectrogram
+from golden import assert_close, atol, golden_cases, load_golden
 
 
 @pytest.mark.parametrize("path", golden_cases("spec_mel"))

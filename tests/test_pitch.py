@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from golden import assert_close, atol, golden_cases, load_golden
 
 from common.audio import load_audio
+from golden import assert_close, atol, golden_cases, load_golden
 from pitch.csv_io import PitchCsvError, load_csv_pitch, save_csv_pitch, time_label
 from pitch.f0 import (
     METHODS,

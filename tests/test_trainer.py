@@ -204,3 +204,22 @@ def test_torchrun_two_processes_gloo(feat, tmp_path):
     assert ckpt["steps"] == 2 and ckpt["rng"]["world_size"] == 2 and len(ckpt["rng"]["states"]) == 2
     assert not torch.equal(ckpt["rng"]["states"][0]["torch"], ckpt["rng"]["states"][1]["torch"])
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
+
+
+def test_speaker_backend_of_the_features_is_recorded_and_mixing_refused(tmp_path, caplog):
+    import json
+
+    train, valid = write_feature_set(tmp_path / "feat", n_train=2, n_valid=1)
+    (tmp_path / "feat" / "backend.json").write_text(json.dumps({"backend": "resemblyzer", "dim": 256}))
+    log_dir = tmp_path / "logs"
+    assert tr.main(args_for((train, valid), log_dir, "--max-steps", "1", "train.batch_size=2")) == 0
+    ckpt = load(sorted(log_dir.glob("grad_svc_*.pt"))[-1])
+    assert ckpt["config"]["data"]["speaker_backend"] == "resemblyzer"
+    # a second folder of embeddings made by the other encoder: refused before training
+    other = write_feature_set(tmp_path / "feat2", n_train=2, n_valid=1, seed=1)
+    (tmp_path / "feat2" / "backend.json").write_text(json.dumps({"backend": "lstm", "dim": 256}))
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text(train.read_text() + other[0].read_text())
+    with caplog.at_level(logging.ERROR):
+        code = tr.main(args_for((mixed, valid), tmp_path / "logs2", "--max-steps", "1"))
+    assert code == tr.EXIT_DATA and "different encoders" in caplog.text
