@@ -83,7 +83,7 @@ def pretrained(out: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Grad-SVC end to end on a festival-sung corpus.")
     ap.add_argument("--out", default="demo_out", help="work folder (default demo_out)")
-    ap.add_argument("--train_minutes", type=float, default=4.0, help="training time budget on the CPU")
+    ap.add_argument("--train_minutes", type=float, default=5.0, help="training time budget on the CPU")
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
@@ -142,7 +142,8 @@ def main(argv=None) -> int:
     say(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
     say(f"converted song:   {converted}  (F0 check: {converted.with_name(converted.stem + '_pitch.wav')}, "
         f"mel: {converted.with_name(converted.stem + '.mel.png')})")
-    say(f"metrics:          {out / 'eval.json'}  {json.dumps({k: round(v, 3) for k, v in metrics.items()})}")
+    shown = {k: (round(v, 3) if v is not None else None) for k, v in metrics.items()}
+    say(f"metrics:          {out / 'eval.json'}  {json.dumps(shown)}")
     say(f"dataset check:    {out / 'check.json'}, F0 histograms in {out / 'data_gvc' / 'check'}")
     say(f"training logs:    tensorboard --logdir {out / 'logs'}")
     for stage, (_, label) in choice.items():

@@ -155,6 +155,12 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _finite_or_none(x) -> float | None:
+    """JSON has no NaN: an undefined metric (e.g. F0 error with no frame voiced in both) is null."""
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     ap = argparse.ArgumentParser(description="Objective metrics of converted singing.")
@@ -193,8 +199,9 @@ def main(argv=None) -> int:
         print(f"FAILED {f}", file=sys.stderr)
     if args.json:
         cols = [c for c in COLUMNS if any(c in r for r in rows)]
-        means = {c: float(np.nanmean([r[c] for r in rows if c in r])) for c in cols}
-        Path(args.json).write_text(json.dumps({"rows": rows, "mean": means, "failed": failed}, indent=2))
+        means = {c: _finite_or_none(np.nanmean([r[c] for r in rows if c in r])) for c in cols}
+        clean = [{k: _finite_or_none(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+        Path(args.json).write_text(json.dumps({"rows": clean, "mean": means, "failed": failed}, indent=2))
     return 1 if failed else 0
 
 

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="F0 features (.pit.npy) for every 16 kHz wave file of a folder")
     parser.add_argument("-w", "--wav", dest="wav", required=True, help="input folder (waves-16k/<singer>/*.wav)")
     parser.add_argument("-p", "--pit", dest="pit", required=True, help="output folder")
-    parser.add_argument("-t", "--thread_count", dest="thread_count", type=int, default=1,
+    parser.add_argument("-t", "--thread_count", dest="thread_count", type=int, default=0,
                         help="worker processes; 0 = all CPU cores")
     parser.add_argument("--method", choices=METHODS, default=None,
                         help="F0 method (default: data.f0_method of configs/base.yaml, i.e. praat)")
