@@ -132,6 +132,8 @@ def cached_official_checkpoint(component: str, base_seed: int | None = None, pre
     """
     import hashlib
 
+    if base_seed is None:
+        base_seed = int(json.loads(manifest_path(component).read_text())["recipe"]["base_seed"])
     digest = hashlib.sha1()
     digest.update(manifest_path(component).read_bytes())
     digest.update((REFERENCE / "fill_recipe.py").read_bytes())

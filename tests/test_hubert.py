@@ -1,14 +1,13 @@
 """HuBERT-soft: golden parity through the official-format loader, chunking, frame counts, loader errors, CLIs.
 
 The recipe checkpoint (95M parameters) takes ~30 s to fill, so the two official-format files (with and without the
-``module.`` prefix) are cached in pytest's cache folder under a name derived from the manifest, the recipe code and
+``module.`` prefix) are cached by ``golden.cached_official_checkpoint``, keyed by the manifest, the recipe code and
 the base seed; a changed manifest or recipe gives a new file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import subprocess
 import sys
 from functools import lru_cache
@@ -21,8 +20,15 @@ import torch
 
 from common.audio import load_audio
 from common.checkpoint import CheckpointError
-from common.io import save_torch
-from golden import REFERENCE, assert_close, atol, fill_recipe, golden_cases, load_golden, manifest_path
+from golden import (
+    assert_close,
+    atol,
+    cached_official_checkpoint,
+    fill_recipe,
+    golden_cases,
+    load_golden,
+    manifest_path,
+)
 from hubert.model import HOP, UNIT_DIM, compute_units, load_hubert, norm0_stats
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,19 +46,11 @@ def _default_seed() -> int:
 
 
 @pytest.fixture(scope="module")
-def recipe_file(request, tmp_path_factory):
+def recipe_file():
     """``recipe_file(base_seed, prefix)`` -> path of an official-format file (flat state dict, ``prefix`` + key)."""
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir("hubert_recipe") if cache is not None else tmp_path_factory.mktemp("hubert_recipe")
-    digest = hashlib.sha1(MANIFEST.read_bytes() + (REFERENCE / "fill_recipe.py").read_bytes()).hexdigest()[:12]
 
     def get(base_seed: int, prefix: str) -> Path:
-        path = Path(folder) / f"hubert_soft-{digest}-seed{base_seed}-{prefix.rstrip('.') or 'noprefix'}.pt"
-        if not path.is_file():
-            fr = fill_recipe()
-            sd = _recipe_state(base_seed)
-            save_torch(path, fr.build_checkpoint(fr.load_manifest(str(MANIFEST)), sd, prefix=prefix))
-        return path
+        return cached_official_checkpoint("hubert_soft", base_seed, prefix)
 
     return get
 
