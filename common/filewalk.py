@@ -117,10 +117,7 @@ def run_jobs(
 
         # one process per core by default; each gets an equal share of the cores for intra-op threads
         threads = max(1, (os.cpu_count() or 1) // workers)
-        # fork where the platform has it: a spawned worker re-imports torch and librosa (seconds per step); the parent
-        # has only listed files (no torch op has started a thread pool), so forking it is safe
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_init_worker,
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(init, init_args, threads)) as pool:
             futures = [pool.submit(_run_one, work, job) for job in todo]
             for fut in as_completed(futures):
