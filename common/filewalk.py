@@ -60,6 +60,9 @@ def resolve_workers(n: int | None) -> int:
 
 _STATE: dict[str, Any] = {}
 
+# a spawned worker costs seconds (it imports torch, librosa and loads its model): only worth it for enough files
+MIN_JOBS_PER_WORKER = 32
+
 
 def _init_worker(init: Callable[..., Any] | None, init_args: tuple, threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)  # before any numeric library starts its pool
@@ -103,7 +106,7 @@ def run_jobs(
             summary.skipped += 1
         else:
             todo.append(job)
-    workers = max(1, min(resolve_workers(workers), len(todo) or 1))
+    workers = max(1, min(resolve_workers(workers), -(-len(todo) // MIN_JOBS_PER_WORKER)))
     bar = tqdm(total=len(todo), desc=desc, unit="file", dynamic_ncols=True, disable=None)
     if workers == 1:
         state = init(*init_args) if init is not None and todo else None

@@ -1,0 +1,39 @@
+"""common/filewalk.py: the parallel, resumable file loop every prepare/ command uses."""
+
+import os
+from pathlib import Path
+
+from common.filewalk import MIN_JOBS_PER_WORKER, Job, resolve_workers, run_jobs
+from common.io import write_text
+
+
+def _work(job: Job, state) -> None:
+    if job.src.name == "bad":
+        raise ValueError(f"{job.src}: cannot use this one")
+    write_text(job.outputs[0], f"{state}:{os.getpid()}")
+
+
+def _init(tag: str) -> str:
+    return tag
+
+
+def test_parallel_loop_processes_reports_and_resumes(tmp_path):
+    n = 2 * MIN_JOBS_PER_WORKER + 3  # enough files for two worker processes
+    jobs = [Job(tmp_path / ("bad" if i == 5 else f"f{i}"), [tmp_path / "out" / f"{i}.txt"]) for i in range(n)]
+    summary = run_jobs(jobs, _work, workers=2, init=_init, init_args=("model",))
+    assert summary.processed == n - 1 and summary.skipped == 0
+    assert summary.failed == [(str(tmp_path / "bad"), "cannot use this one")]
+    texts = [p.read_text() for p in (tmp_path / "out").iterdir()]
+    assert all(t.startswith("model:") for t in texts)
+    assert len({t.split(":")[1] for t in texts}) == 2  # the work was shared by two processes, init ran in each
+    again = run_jobs(jobs, _work, workers=2, init=_init, init_args=("model",))
+    assert again.skipped == n - 1 and again.processed == 0 and len(again.failed) == 1
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_small_jobs_run_in_process_and_worker_count():
+    assert resolve_workers(0) == (os.cpu_count() or 1) and resolve_workers(3) == 3
+    jobs = [Job(Path(f"/nonexistent/f{i}"), []) for i in range(3)]  # no outputs: never "done"
+    seen = []
+    summary = run_jobs(jobs, lambda job, state: seen.append(os.getpid()), workers=0)
+    assert summary.processed == 3 and set(seen) == {os.getpid()}  # too few files to pay for a worker
