@@ -1,6 +1,6 @@
 """The whole system in one command, on a fresh machine: sing a corpus, preprocess, train, convert, evaluate.
 
-    python gvc_demo.py                   # about 10 minutes on 2 CPU cores
+    python gvc_demo.py                   # 10-12 minutes on 2 CPU cores
     python gvc_demo.py --train_minutes 2 --out demo_out
 
 1. festival sings our melodies with three voices (kal, ked, slt) into ``<out>/data_raw`` (a parallel corpus);
