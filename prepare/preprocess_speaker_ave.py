@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common.filewalk import Job, finish, run_jobs, setup_cli_logging
 from common.io import save_npy
@@ -57,6 +56,8 @@ def singer_mean(files: list[Path]) -> np.ndarray:
 def replace_close(files: list[Path], mean: np.ndarray, threshold: float) -> int:
     """Overwrite each file whose cosine similarity to ``mean`` is above ``threshold`` with ``mean``; returns the
     number replaced (the original's behaviour with threshold 0.85)."""
+    import torch  # only --replace_close needs it (torch's cosine, as the original)
+
     ref = torch.from_numpy(mean)
     replaced = 0
     for path in files:

@@ -14,8 +14,18 @@ from speaker.backends import (
     read_backend_tag,
     write_backend_tag,
 )
-from speaker.frontend import wav_to_spk_mel
-from speaker.lstm import LSTMSpeakerEncoder, load_lstm_encoder
+
+_LAZY = {"wav_to_spk_mel": "speaker.frontend", "LSTMSpeakerEncoder": "speaker.lstm",
+         "load_lstm_encoder": "speaker.lstm"}
+
+
+def __getattr__(name: str):
+    # the model modules import torch (seconds); tag helpers and the averaging step do not need them
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "BACKENDS",

@@ -16,12 +16,15 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from common.audio import AudioError
 from common.io import write_text
+
+if TYPE_CHECKING:  # torch is imported when a model is built, not by the tag helpers
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +83,14 @@ class LSTMBackend(SpeakerBackend):
         from speaker.lstm import DEFAULT_CHECKPOINT, load_lstm_encoder
 
         self.checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
+        import torch  # imported when a model is built: tag helpers and the averaging step do not need it
+
         self.device = torch.device(device)
         self.model = load_lstm_encoder(self.checkpoint, self.device)
 
     def _embed(self, wav16: np.ndarray) -> np.ndarray:
+        import torch
+
         from speaker.frontend import wav_to_spk_mel
 
         mel = torch.from_numpy(wav_to_spk_mel(wav16).T.copy()).to(self.device)  # (T, 80)
@@ -106,6 +113,8 @@ class ResemblyzerBackend(SpeakerBackend):
             from common.checkpoint import require_file
 
             require_file(checkpoint)
+        import torch  # imported when a model is built: tag helpers and the averaging step do not need it
+
         self.device = torch.device(device)
         self.model = VoiceEncoder(device=self.device, verbose=False, weights_fpath=checkpoint)
         self.model.eval()
