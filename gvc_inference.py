@@ -12,6 +12,7 @@ Each model is loaded once, also in folder mode. This module imports nothing from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from dataclasses import dataclass
@@ -222,7 +223,7 @@ class Converter:
         spk_t = torch.from_numpy(spk).float().unsqueeze(0).to(self.device)
         acc = torch.zeros(self.cfg.grad.n_mels, n)
         wsum = torch.zeros(n)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else _null_context()
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else contextlib.nullcontext()
         for start, end in windows(n, icfg.out_chunk, icfg.hop_frame):
             v = torch.from_numpy(vec[start:end]).float().unsqueeze(0).to(self.device)
             p = torch.from_numpy(f0[start:end]).float().unsqueeze(0).to(self.device)
@@ -301,7 +302,9 @@ class PositionalNoise:
         self.seed = int(seed)
 
     def _block(self, draw: int, block: int, channels: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + draw * 7_919 + block) % 2**62)
+        # SeedSequence mixes (seed, draw, block) into independent streams (no collisions for long songs)
+        state = np.random.SeedSequence([self.seed, draw, block]).generate_state(2, dtype=np.uint32)
+        g = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
         return torch.randn(channels, self.BLOCK, generator=g)
 
     def at(self, start: int) -> _WindowNoise:
@@ -323,14 +326,6 @@ class _WindowNoise(NoiseSource):
         self.draws += 1
         out = blocks[:, offset: offset + t].reshape(*([1] * len(lead)), channels, t).expand(*lead, channels, t)
         return out.to(dtype=like.dtype, device=like.device)
-
-
-class _null_context:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ----------------------------------------------------------------------------------------------------------------
