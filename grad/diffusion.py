@@ -9,17 +9,16 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch import nn
 
 from grad.estimator import UNetEstimator
-from grad.samplers import NoiseSource, VPSchedule, get_sampler
+from grad.samplers import NoiseSource, SampledDecoder, VPSchedule
 
 log = logging.getLogger(__name__)
 
 T_OFFSET = 1e-5  # training times are clamped to [offset, 1 - offset] (the original's value)
 
 
-class ScoreDiffusion(nn.Module):
+class ScoreDiffusion(SampledDecoder):
     """Wraps the U-Net ``estimator`` with the VP-SDE: noising loss for training, reverse samplers for synthesis."""
 
     kind = "score"
@@ -33,16 +32,9 @@ class ScoreDiffusion(nn.Module):
         """z = mu + N(0, 1) / temperature (V2: the temperature DIVIDES the noise). mu [B, F, T] -> [B, F, T]."""
         return mu + noise.randn(mu.shape, mu) / temperature
 
-    def sample(self, spk: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor, n_steps: int, temperature: float,
-               sampler: str, noise: NoiseSource) -> torch.Tensor:
-        """spk [B, n_embs], mu [B, F, T], mask [B, 1, T] -> mel [B, F, T] (masked) with the named sampler."""
-        fn = get_sampler(sampler, self.kind)
-        z = self.start_state(mu, temperature, noise)
-
-        def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.estimator(spk, x, mask, mu, t)
-
-        return fn(field, z, mask, mu, n_steps, self.schedule, noise)
+    @property
+    def process(self):
+        return self.schedule
 
     def compute_loss(self, spk: torch.Tensor, mel: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch import nn
 
 from grad.estimator import UNetEstimator
-from grad.samplers import FlowPath, NoiseSource, get_sampler
+from grad.samplers import FlowPath, NoiseSource, SampledDecoder
 
 log = logging.getLogger(__name__)
 
 
-class FlowMatching(nn.Module):
+class FlowMatching(SampledDecoder):
     """Wraps the U-Net ``estimator`` with the CFM path: regression loss for training, ODE samplers for synthesis."""
 
     kind = "flow"
@@ -38,16 +37,9 @@ class FlowMatching(nn.Module):
         original: padded frames of the output keep this noise). mu [B, F, T] only gives shape/dtype."""
         return noise.randn(mu.shape, mu) * temperature
 
-    def sample(self, spk: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor, n_steps: int, temperature: float,
-               sampler: str, noise: NoiseSource) -> torch.Tensor:
-        """spk [B, n_embs], mu [B, F, T], mask [B, 1, T] -> mel [B, F, T] (padded frames NOT masked)."""
-        fn = get_sampler(sampler, self.kind)
-        z = self.start_state(mu, temperature, noise)
-
-        def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.estimator(spk, x, mask, mu, t)
-
-        return fn(field, z, mask, mu, n_steps, self.path, noise)
+    @property
+    def process(self):
+        return self.path
 
     def compute_loss(self, spk: torch.Tensor, mel: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

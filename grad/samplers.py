@@ -302,3 +302,22 @@ def get_sampler(name: str, kind: str) -> Callable[..., torch.Tensor]:
     if spec is None or spec.kind != kind:
         raise ValueError(f"sampler {name!r} is not available for the {kind} decoder; choose one of {valid}")
     return spec.fn
+
+
+class SampledDecoder(torch.nn.Module):
+    """What ScoreDiffusion and FlowMatching share: an estimator, a process (``VPSchedule`` or ``FlowPath``, the
+    subclass's ``process``) and sampling with a sampler chosen by name. Subclasses define ``kind``, ``process`` and
+    ``start_state``."""
+
+    kind: str
+
+    def sample(self, spk: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor, n_steps: int, temperature: float,
+               sampler: str, noise: NoiseSource) -> torch.Tensor:
+        """spk [B, n_embs], mu [B, F, T], mask [B, 1, T] -> mel [B, F, T] with the named sampler."""
+        fn = get_sampler(sampler, self.kind)
+        z = self.start_state(mu, temperature, noise)
+
+        def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.estimator(spk, x, mask, mu, t)
+
+        return fn(field, z, mask, mu, n_steps, self.process, noise)
