@@ -33,19 +33,66 @@ def _inplace() -> bool:
     return not torch.is_grad_enabled()
 
 
+_NNPACK: bool | None = None
+
+
+def nnpack_available() -> bool:
+    """True when this torch build has NNPACK (the call also initialises it; later calls fail without it)."""
+    global _NNPACK
+    if _NNPACK is None:
+        _NNPACK = bool(torch.backends.nnpack.is_available())
+    return _NNPACK
+
+
+def winograd_ok(x: torch.Tensor) -> bool:
+    """Whether the Winograd (NNPACK) path applies: inference on CPU in float32, NNPACK in this build."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and nnpack_available())
+
+
+def conv3x3(conv: nn.Conv2d, x: torch.Tensor, winograd: bool) -> torch.Tensor:
+    """A 3x3 stride-1 convolution; with ``winograd`` through NNPACK's Winograd transform (about 2x faster than
+    mkldnn on AVX2 CPUs, relative error ~1e-5 in float32), else the module itself. Output keeps x's layout."""
+    if not winograd or x.shape[1] < 8:
+        return conv(x)
+    y = torch._nnpack_spatial_convolution(x.contiguous(), conv.weight, conv.bias, [1, 1, 1, 1], [1, 1])
+    return y
+
+
+def conv1x1(conv: nn.Module, x: torch.Tensor, winograd: bool) -> torch.Tensor:
+    """A 1x1 convolution (or Identity); on the channels-first Winograd path as one matrix product per item
+    (mkldnn's channels-first 1x1 kernels are about 2x slower than the GEMM here)."""
+    if not winograd or not isinstance(conv, nn.Conv2d):
+        return conv(x)
+    b, _, h, w = x.shape
+    weight = conv.weight.flatten(1)
+    x3 = x.reshape(b, -1, h * w)
+    y = x.new_empty(b, weight.shape[0], h * w)
+    for i in range(b):  # per item: torch.matmul would transpose-copy a [B, C, N] operand
+        if conv.bias is None:
+            torch.mm(weight, x3[i], out=y[i])
+        else:
+            torch.addmm(conv.bias[:, None], weight, x3[i], out=y[i])
+    return y.view(b, -1, h, w)
+
+
 class Block(nn.Module):
-    """conv 3x3 -> GroupNorm(8) -> Mish, input and output masked. [B, C_in, F, T] -> [B, C_out, F, T]."""
+    """conv 3x3 -> GroupNorm(8) -> Mish, input and output masked. [B, C_in, F, T] -> [B, C_out, F, T].
+
+    ``mask`` None means all frames valid (multiplying by ones is skipped: the same numbers, fewer passes)."""
 
     def __init__(self, dim: int, dim_out: int, groups: int = GROUPS):
         super().__init__()
         self.block = nn.Sequential(nn.Conv2d(dim, dim_out, 3, padding=1), nn.GroupNorm(groups, dim_out), Mish())
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, winograd: bool = False) -> torch.Tensor:
         conv, norm, _ = self.block
-        h = norm(conv(x * mask))
+        h = norm(conv3x3(conv, x if mask is None else x * mask, winograd))
         if _inplace():
-            return F.mish(h, inplace=True).mul_(mask)
-        return F.mish(h) * mask
+            h = F.mish(h, inplace=True)
+            return h if mask is None else h.mul_(mask)
+        h = F.mish(h)
+        return h if mask is None else h * mask
 
 
 class ResnetBlock(nn.Module):
@@ -58,13 +105,15 @@ class ResnetBlock(nn.Module):
         self.block2 = Block(dim_out, dim_out, groups)
         self.res_conv = nn.Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, time_emb: torch.Tensor,
+                winograd: bool = False) -> torch.Tensor:
         temb = self.mlp(time_emb)[:, :, None, None]
+        xm = x if mask is None else x * mask
         if _inplace():
-            h = self.block2(self.block1(x, mask).add_(temb), mask)
-            return h.add_(self.res_conv(x * mask))
-        h = self.block2(self.block1(x, mask) + temb, mask)
-        return h + self.res_conv(x * mask)
+            h = self.block2(self.block1(x, mask, winograd).add_(temb), mask, winograd)
+            return h.add_(conv1x1(self.res_conv, xm, winograd))
+        h = self.block2(self.block1(x, mask, winograd) + temb, mask, winograd)
+        return h + conv1x1(self.res_conv, xm, winograd)
 
 
 class LinearAttention(nn.Module):
@@ -77,12 +126,15 @@ class LinearAttention(nn.Module):
         self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
         self.to_out = nn.Conv2d(hidden, dim, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
         b, _, h, w = x.shape
-        qkv = self.to_qkv(x).flatten(2)  # [B, 3 * heads * d, N] (a view also for channels-last input)
+        qkv = conv1x1(self.to_qkv, x, winograd).flatten(2)  # [B, 3 * heads * d, N] (a view in either layout)
         q, k, v = qkv.unflatten(1, (3, self.heads, -1)).unbind(1)  # each [B, heads, d, N]
         k = k.softmax(dim=-1)
         context = torch.matmul(k, v.transpose(-1, -2))  # [B, heads, d_k, d_v]
+        if winograd:  # channels-first: [B, heads, d_v, N] directly, the same sums as below
+            out = torch.matmul(context.transpose(-1, -2), q).reshape(b, -1, h, w)
+            return conv1x1(self.to_out, out, winograd)
         out = torch.matmul(q.transpose(-1, -2), context)  # [B, heads, N, d_v]
         # [B, N, heads * d_v] viewed as a channels-last image: no copy back to channels-first
         out = out.transpose(1, 2).reshape(b, h, w, -1).permute(0, 3, 1, 2)
@@ -97,8 +149,8 @@ class Rezero(nn.Module):
         self.fn = fn
         self.g = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fn(x)
+    def forward(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
+        y = self.fn(x, winograd)
         return y.mul_(self.g) if _inplace() else y * self.g
 
 
@@ -107,8 +159,8 @@ class Residual(nn.Module):
         super().__init__()
         self.fn = fn
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fn(x)
+    def forward(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
+        y = self.fn(x, winograd)
         return y.add_(x) if _inplace() else y + x
 
 
@@ -148,6 +200,8 @@ class UNetEstimator(nn.Module):
         self.pe_scale = pe_scale
         # activations in channels-last layout: mkldnn's 3x3 convolutions run faster on CPU (measured, see README)
         self.channels_last = True
+        # inference on CPU: 3x3 convolutions through NNPACK's Winograd transform, activations channels-first
+        self.winograd = True
         self.spk_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim * 4), Mish(), nn.Linear(emb_dim * 4, n_mels))
         self.mlp = nn.Sequential(nn.Linear(dim, dim * 4), Mish(), nn.Linear(dim * 4, dim))
         dims = [3, *(dim * m for m in DIM_MULTS)]
@@ -188,31 +242,38 @@ class UNetEstimator(nn.Module):
         t_emb = self.time_embedding(t, x.shape[0])
         s = self.spk_mlp(spk).unsqueeze(-1).expand(-1, -1, x.shape[-1])
         h = torch.stack([mu, x, s], 1)
-        if self.channels_last:
+        winograd = self.winograd and winograd_ok(h)
+        if self.channels_last and not winograd:
             h = h.contiguous(memory_format=torch.channels_last)
+        # all frames valid (one whole utterance or a full window): skip the mask products (x * 1 == x exactly)
+        full = not torch.is_grad_enabled() and bool(mask.min() > 0)
         mask = mask.unsqueeze(1)  # [B, 1, 1, T]
+
+        def masked(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            return v if full else v * m
 
         skips = []
         masks = [mask]
         for resnet1, resnet2, attn, down in self.downs:
-            m = masks[-1]
-            h = resnet1(h, m, t_emb)
-            h = resnet2(h, m, t_emb)
-            h = attn(h)
+            m = None if full else masks[-1]
+            h = resnet1(h, m, t_emb, winograd)
+            h = resnet2(h, m, t_emb, winograd)
+            h = attn(h, winograd)
             skips.append(h)
-            h = down(h * m)
-            masks.append(m[:, :, :, ::2])
+            h = down(masked(h, masks[-1]))
+            masks.append(masks[-1][:, :, :, ::2])
         masks.pop()
-        m = masks[-1]
-        h = self.mid_block1(h, m, t_emb)
-        h = self.mid_attn(h)
-        h = self.mid_block2(h, m, t_emb)
+        m = None if full else masks[-1]
+        h = self.mid_block1(h, m, t_emb, winograd)
+        h = self.mid_attn(h, winograd)
+        h = self.mid_block2(h, m, t_emb, winograd)
         for resnet1, resnet2, attn, up in self.ups:
-            m = masks.pop()
+            mm = masks.pop()
+            m = None if full else mm
             h = torch.cat((h, skips.pop()), dim=1)
-            h = resnet1(h, m, t_emb)
-            h = resnet2(h, m, t_emb)
-            h = attn(h)
-            h = up(h * m)
-        h = self.final_block(h, mask)
-        return (self.final_conv(h * mask) * mask).squeeze(1)
+            h = resnet1(h, m, t_emb, winograd)
+            h = resnet2(h, m, t_emb, winograd)
+            h = attn(h, winograd)
+            h = up(masked(h, mm))
+        h = self.final_block(h, None if full else mask, winograd)
+        return masked(conv1x1(self.final_conv, masked(h, mask), winograd), mask).squeeze(1)

@@ -224,3 +224,28 @@ def test_loader_errors(tiny_cfg, tmp_path):
     v2_cfg = load_config(CONFIGS / "tiny.yaml", CONFIGS / "v2.yaml")
     loaded, cfg = load_gvc_model(no_cfg, v2_cfg)
     assert cfg.grad.version == "v2" and loaded.decoder.kind == "score"
+
+
+@pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch build has no NNPACK")
+def test_winograd_inference_path_matches_the_plain_convolutions(base):
+    """The CPU inference path (NNPACK Winograd 3x3 convolutions, channels-first 1x1 GEMMs, mask products skipped
+    when every frame is valid) computes the same field as the module convolutions, padded frames stay zero, and
+    training (autograd on) never takes it."""
+    est = base.decoder.estimator
+    g = torch.Generator().manual_seed(3)
+    t_len = 48
+    x, mu = torch.randn(2, 100, t_len, generator=g), torch.randn(2, 100, t_len, generator=g)
+    spk, t = torch.randn(2, 64, generator=g), torch.tensor([0.3, 0.8])
+    for mask in (torch.ones(2, 1, t_len), sequence_mask(torch.tensor([48, 37]), t_len).float()[:, None]):
+        with torch.inference_mode():
+            est.winograd = True
+            fast = est(spk, x, mask, mu, t)
+            est.winograd = False
+            plain = est(spk, x, mask, mu, t)
+        est.winograd = True
+        assert (fast - plain).abs().max() <= 1e-5 * plain.abs().max()
+        assert torch.equal(fast * (1 - mask), torch.zeros_like(fast))
+    with torch.enable_grad():
+        trained = est(spk, x, mask, mu, t)
+    assert trained.requires_grad
+    assert (trained.detach() - plain).abs().max() <= 1e-6 * plain.abs().max()
