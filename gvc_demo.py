@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from common.runtime import tune_allocator
+
 REPO = Path(__file__).resolve().parent
 FESTIVAL_APT = "apt-get install -y festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
 SOURCE = ("kal", "waltz")  # converted song
@@ -81,6 +83,7 @@ def pretrained(out: Path) -> dict:
 
 
 def main(argv=None) -> int:
+    tune_allocator()
     ap = argparse.ArgumentParser(description="Grad-SVC end to end on a festival-sung corpus.")
     ap.add_argument("--out", default="demo_out", help="work folder (default demo_out)")
     ap.add_argument("--train_minutes", type=float, default=5.0, help="training time budget on the CPU")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from common.audio import AudioError, list_audio, load_audio
+from common.runtime import tune_allocator
 
 log = logging.getLogger("gvc_eval")
 
@@ -162,6 +163,7 @@ def _finite_or_none(x) -> float | None:
 
 
 def main(argv=None) -> int:
+    tune_allocator()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     ap = argparse.ArgumentParser(description="Objective metrics of converted singing.")
     ap.add_argument("--converted", required=True, help="converted wav or folder")

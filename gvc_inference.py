@@ -26,6 +26,7 @@ from common.audio import AudioError, list_audio, load_audio, to_int16, write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError
 from common.features import FeatureError, read_vec
+from common.runtime import tune_allocator
 from grad.samplers import NoiseSource
 
 log = logging.getLogger("gvc_inference")
@@ -410,6 +411,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
+    tune_allocator()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:

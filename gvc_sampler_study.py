@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from common.audio import AudioError, load_audio
+from common.runtime import tune_allocator
 from grad.samplers import SAMPLERS
 
 log = logging.getLogger("gvc_sampler_study")
@@ -127,6 +128,7 @@ def plot(summary: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> int:
+    tune_allocator()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     ap = argparse.ArgumentParser(description="Quality against steps for every sampler of a model.")
     ap.add_argument("--model", required=True)

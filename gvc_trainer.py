@@ -40,6 +40,7 @@ from common.checkpoint import CheckpointError, load_checkpoint, load_state_repor
 from common.config import BASE_CONFIG, ConfigError, config_from_dict, load_config, to_dict
 from common.features import FeatureError
 from common.io import save_torch
+from common.runtime import tune_allocator
 from grad.checkpoint import read_gvc_checkpoint
 from grad.data import EpochSampler, SVCDataset, check_filelist, collate
 from grad.model import GradSVC
@@ -772,6 +773,7 @@ def setup_logging(env: DistEnv, log_dir: Path | None) -> logging.Handler | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()
     args = parse_args(argv)
     env, device = init_distributed(args.device)
     setup_logging(env, None)

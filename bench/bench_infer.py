@@ -27,6 +27,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from common.runtime import tune_allocator
+
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "fixtures" / "corpus"
 
@@ -142,6 +144,7 @@ def one(args) -> dict:
 
 
 def main(argv=None) -> None:
+    tune_allocator()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0])
     ap.add_argument("--runs", nargs="+", default=None, help="sampler:steps settings (default by --version)")

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from common.runtime import tune_allocator
+
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "fixtures" / "corpus"
 
@@ -55,6 +57,7 @@ def recipe_hubert(path: Path) -> Path:
 
 
 def main(argv=None) -> None:
+    tune_allocator()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data_raw", default=None, help="folder of <singer>/*.wav (default: made from the corpus)")
     ap.add_argument("--files", type=int, default=20)

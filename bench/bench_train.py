@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from common.config import REPO_ROOT, load_config
+from common.runtime import tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ def run_one(tr, args, precision: str, device: torch.device, work: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-c", "--config", nargs="*", default=[str(REPO_ROOT / "configs" / "base.yaml")])
     p.add_argument("--batch-size", type=int, default=8)

@@ -24,6 +24,7 @@ from bigvgan.model import DEFAULT_CHECKPOINT, GeneratorConfig, load_bigvgan, to_
 from common.audio import write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError, load_config
+from common.runtime import tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_allocator()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -18,6 +18,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from common.runtime import tune_allocator
+
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +68,7 @@ MIN_JOBS_PER_WORKER = 32
 
 def _init_worker(init: Callable[..., Any] | None, init_args: tuple, threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)  # before any numeric library starts its pool
+    tune_allocator()
     _STATE["state"] = init(*init_args) if init is not None else None
     if "torch" in sys.modules:  # only workers that use torch pay for importing it
         sys.modules["torch"].set_num_threads(threads)
@@ -108,6 +111,7 @@ def run_jobs(
             todo.append(job)
     workers = max(1, min(resolve_workers(workers), -(-len(todo) // MIN_JOBS_PER_WORKER)))
     bar = tqdm(total=len(todo), desc=desc, unit="file", dynamic_ncols=True, disable=None)
+    tune_allocator()
     if workers == 1:
         state = init(*init_args) if init is not None and todo else None
         _STATE["state"] = state

@@ -15,6 +15,7 @@ import torch
 from common.audio import AudioError, load_audio
 from common.checkpoint import CheckpointError
 from common.io import save_npy
+from common.runtime import tune_allocator
 from hubert.model import DEFAULT_CHECKPOINT, HOP, SAMPLE_RATE, compute_units, load_hubert
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_allocator()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     device = args.device or default_device()

@@ -14,6 +14,7 @@ import sys
 
 from common.audio import AudioError, load_audio
 from common.config import load_config
+from common.runtime import tune_allocator
 from pitch.csv_io import save_csv_pitch
 from pitch.f0 import METHODS, SAMPLE_RATE, compute_f0
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_allocator()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     method = args.method or load_config(args.config).data.f0_method

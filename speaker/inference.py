@@ -21,6 +21,7 @@ from common.audio import AudioError, load_audio
 from common.checkpoint import CheckpointError
 from common.config import ConfigError, load_config
 from common.io import save_npy
+from common.runtime import tune_allocator
 from speaker.backends import (
     BACKENDS,
     SAMPLE_RATE,
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def main(argv=None) -> int:
+    tune_allocator()
     ap = argparse.ArgumentParser(description="Compute the 256-d speaker embedding of one audio file.")
     ap.add_argument("-w", "--wav", required=True, help="input audio file")
     ap.add_argument("-s", "--spk", required=True, help="output .spk.npy")

@@ -1,0 +1,42 @@
+"""Process-wide settings for the command-line tools.
+
+``tune_allocator``: glibc serves every allocation above 128 KiB-32 MiB with a fresh ``mmap`` and returns it to the
+OS on free, so each large temporary tensor (a 96-channel U-Net activation is 38 MB) is page-faulted and zeroed
+again. Keeping such blocks in the heap made CPU inference markedly faster here (10 s song: the vocoder 5.0 -> 3.7 s,
+a U-Net call 2.95 -> 2.55 s, HuBERT 1.47 -> 1.33 s; bench/results). Freed memory then stays with the process up
+to the trim threshold (peak RSS is unchanged). ``GVC_MALLOC_TUNE=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_THRESHOLD = 1 << 30  # 1 GiB
+_done = False
+
+
+def tune_allocator() -> bool:
+    """Raise glibc's mmap and trim thresholds to 1 GiB (once per process); False where it does not apply."""
+    global _done
+    if _done:
+        return True
+    if not sys.platform.startswith("linux") or os.environ.get("GVC_MALLOC_TUNE", "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another libc without mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    _done = bool(mallopt(_M_MMAP_THRESHOLD, _THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _THRESHOLD))
+    log.debug("glibc malloc thresholds raised: %s", _done)
+    return _done
