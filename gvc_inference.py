@@ -26,7 +26,7 @@ from common.audio import AudioError, list_audio, load_audio, to_int16, write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError
 from common.features import FeatureError, read_vec
-from common.runtime import tune_allocator
+from common.runtime import release_memory, tune_allocator
 from grad.samplers import NoiseSource
 
 log = logging.getLogger("gvc_inference")
@@ -235,6 +235,8 @@ class Converter:
             w = torch.from_numpy(crossfade_weights(start, end, n, icfg.hop_frame))
             acc[:, start:end] += mel * w
             wsum[start:end] += w
+            del out
+            release_memory()
         return acc / wsum.clamp_min(1e-6)
 
     # vocoder ----------------------------------------------------------------------------------------------------
@@ -285,8 +287,10 @@ class Converter:
         if len(f0) == 0:
             raise InferenceError(f"{wave}: too short to convert (no complete 20 ms frame)")
         f0 = shift_f0(f0, shift)
+        release_memory()
         mel = self.acoustic(vec, f0, spk, steps, temperature, sampler, seed)
         wav = self.vocode(mel, f0, seed)
+        release_memory()
         return Conversion(wav=wav, mel=mel, f0=f0, vocoder=self.vocoder_kind)
 
 

@@ -31,6 +31,7 @@ from bigvgan.alias import SnakeAlias
 from bigvgan.chunks import Window, synthesize_chunked
 from bigvgan.nsf import HarmonicSource, harmonic_phase_offset, upsample_f0
 from common.checkpoint import CheckpointError, load_checkpoint, load_state_report, strip_prefix
+from common.runtime import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +405,10 @@ def vocode(
         with torch.inference_mode():
             har = generator.harmonic_source(f0_w, (rand_ini.to(device), sine_noise.to(device)), phase_offset=offset)
             audio = generator.decode(mel[None, :, w.win_start: w.win_end], har.to(dtype))["audio"]
-        return audio[0, 0].float().cpu().numpy()
+        out = audio[0, 0].float().cpu().numpy()
+        del audio, har
+        release_memory()
+        return out
 
     if n_frames == 0:
         return np.zeros(0, dtype=np.float32)

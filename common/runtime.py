@@ -40,3 +40,14 @@ def tune_allocator() -> bool:
     _done = bool(mallopt(_M_MMAP_THRESHOLD, _THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _THRESHOLD))
     log.debug("glibc malloc thresholds raised: %s", _done)
     return _done
+
+
+def release_memory() -> None:
+    """Return the heap's free pages to the OS (``malloc_trim``) after tune_allocator; call between large stages or
+    windows, so memory held for reuse inside one stage does not add to the next stage's peak."""
+    if not _done:
+        return
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
