@@ -42,7 +42,7 @@ from common.features import FeatureError
 from common.io import save_torch
 from common.runtime import tune_allocator
 from grad.checkpoint import read_gvc_checkpoint
-from grad.data import EpochSampler, SVCDataset, check_filelist, collate
+from grad.data import EpochSampler, EpochTagged, SVCDataset, check_filelist, collate
 from grad.model import GradSVC
 from grad.utils import fix_len_compatibility
 
@@ -183,6 +183,7 @@ class TrainState:
     dist: DistEnv
     log_dir: Path
     writer: object | None = None
+    loader: DataLoader | None = None  # the training loader (persistent workers), made on first use
     epoch: int = 1  # the epoch being trained
     batch_in_epoch: int = 0  # batches of ``epoch`` already trained
     steps: int = 0  # optimizer steps since the start of training
@@ -267,11 +268,11 @@ def apply_freeze(model: GradSVC, prefixes: list[str]) -> None:
 
 
 def make_loader(dataset: SVCDataset, cfg: DictConfig, device: torch.device, sampler=None, batch_size=None,
-                generator_seed: int = 0) -> DataLoader:
+                generator_seed: int = 0, persistent: bool = False) -> DataLoader:
     workers = cfg.train.num_workers
     return DataLoader(dataset, batch_size=batch_size or cfg.train.batch_size, sampler=sampler, shuffle=False,
                       collate_fn=collate, drop_last=sampler is not None, num_workers=workers,
-                      pin_memory=device.type == "cuda",
+                      pin_memory=device.type == "cuda", persistent_workers=persistent and workers > 0,
                       # the loader draws its worker seed from this generator, never from the global RNG (exact resume)
                       generator=torch.Generator().manual_seed(generator_seed))
 
@@ -669,9 +670,12 @@ def batches(state: TrainState) -> Iterator[dict[str, torch.Tensor]]:
     """The remaining batches of ``state.epoch`` (same items and windows as an uninterrupted run)."""
     state.train_set.set_epoch(state.epoch)
     state.sampler.set_epoch(state.epoch, skip_batches=state.batch_in_epoch)
-    loader = make_loader(state.train_set, state.cfg, state.device, sampler=state.sampler,
-                         generator_seed=state.cfg.train.seed + state.epoch)
-    yield from loader
+    if state.loader is None:
+        # one loader for the whole run: its workers start once, not every epoch (the epoch rides with each index;
+        # the dataset draws nothing from the workers' global RNGs)
+        state.loader = make_loader(state.train_set, state.cfg, state.device, sampler=EpochTagged(state.sampler),
+                                   generator_seed=state.cfg.train.seed, persistent=True)
+    yield from state.loader
 
 
 def end_epoch(state: TrainState, vocoder, epoch_losses: dict[str, list[float]]) -> bool:

@@ -94,19 +94,46 @@ def bench_step(tr, state, batch, steps: int, warmup: int) -> dict:
 
 
 def bench_loop(tr, state, steps: int) -> dict:
-    """``train(state, max_steps)``: loading + step + logging; the final checkpoint write is timed apart."""
-    sync(state.device)
-    t0 = time.perf_counter()
-    tr.train(state, max_steps=steps)
-    sync(state.device)
-    total = time.perf_counter() - t0
+    """``train(state, max_steps)``: loading + step + logging; the final checkpoint write is timed apart.
+
+    Also paired, step by step: the time inside ``train_step`` against the interval between the starts of
+    consecutive steps (the same batches; the first interval, which includes loader start-up, is left out). Their
+    ratio is the loop's overhead over the bare step at steady state."""
+    starts: list[float] = []
+    inside: list[float] = []
+    step_fn = tr.train_step
+
+    def timed_step(st, batch):
+        sync(st.device)
+        t = time.perf_counter()
+        starts.append(t)
+        out = step_fn(st, batch)
+        sync(st.device)
+        inside.append(time.perf_counter() - t)
+        return out
+
+    tr.train_step = timed_step
+    try:
+        sync(state.device)
+        t0 = time.perf_counter()
+        tr.train(state, max_steps=steps)
+        sync(state.device)
+        total = time.perf_counter() - t0
+    finally:
+        tr.train_step = step_fn
     t1 = time.perf_counter()
     tr.save_checkpoint(state)
     save_s = time.perf_counter() - t1
     dt = max(total - save_s, 1e-9)
     b = state.cfg.train.batch_size
-    return {"steps": steps, "s_per_step": dt / steps, "steps_per_s": steps / dt, "samples_per_s": steps * b / dt,
-            "checkpoint_save_s": save_s}
+    out = {"steps": steps, "s_per_step": dt / steps, "steps_per_s": steps / dt, "samples_per_s": steps * b / dt,
+           "checkpoint_save_s": save_s, "first_step_s": starts[1] - starts[0] if len(starts) > 1 else None}
+    if len(starts) > 2:
+        intervals = np.diff(starts[1:])
+        out["steady_s_per_step"] = float(np.mean(intervals))
+        out["steady_step_inside_s"] = float(np.mean(inside[1:-1]))
+        out["steady_loop_vs_step"] = float(np.mean(intervals) / np.mean(inside[1:-1]))
+    return out
 
 
 def run_one(tr, args, precision: str, device: torch.device, work: Path) -> dict:
@@ -142,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-c", "--config", nargs="*", default=[str(REPO_ROOT / "configs" / "base.yaml")])
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=3, help="timed steps (bare step and loop each)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps (bare step and loop each; >= 3 for the "
+                   "steady-state loop ratio)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--data-batches", type=int, default=4)
     p.add_argument("--items", type=int, default=66, help="synthetic items (2 of them for validation)")

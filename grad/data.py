@@ -79,17 +79,22 @@ class SVCDataset(Dataset):
         """Select the random windows of ``epoch`` (call before iterating; workers get a copy)."""
         self.epoch = int(epoch)
 
-    def window_start(self, index: int, length: int, use: int) -> int:
-        """First frame of the window of ``use`` frames out of ``length`` for item ``index`` in this epoch."""
+    def window_start(self, index: int, length: int, use: int, epoch: int | None = None) -> int:
+        """First frame of the window of ``use`` frames out of ``length`` for item ``index`` in ``epoch`` (default:
+        the one of ``set_epoch``)."""
         if length <= use:
             return 0
         if not self.train:
             return 0
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
         # the original draws from [0, length - use - 1]; the last possible start is included here
         return int(rng.integers(0, length - use + 1))
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """``index`` or ``(epoch, index)`` (``EpochTagged``: persistent loader workers never see ``set_epoch``)."""
+        epoch = None
+        if isinstance(index, tuple):
+            epoch, index = index
         item, use = self.items[index]
         d, g = self.cfg.data, self.cfg.grad
         mel = read_mel(item.mel, d.mel_channels)
@@ -98,7 +103,7 @@ class SVCDataset(Dataset):
         pit = read_pit(item.pit)
         spk = read_spk(item.spk, g.n_spks)
         length = aligned_length(mel.shape[1], vec.shape[0] // 2, pit.shape[0])
-        start = self.window_start(index, length, use)
+        start = self.window_start(index, length, use, epoch)
         end = start + min(length, use)
         return {
             "mel": torch.from_numpy(np.ascontiguousarray(mel[:, start:end])),
@@ -173,6 +178,21 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, self.items_per_rank - self.skip_batches * self.batch_size)
+
+
+class EpochTagged(Sampler[tuple[int, int]]):
+    """``(epoch, index)`` pairs of an ``EpochSampler``: the epoch travels with each index, so a DataLoader's
+    persistent workers (whose dataset copies never see ``set_epoch``) cut each epoch's windows."""
+
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        epoch = self.sampler.epoch
+        return ((epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def check_filelist(path: str | Path, cfg: DictConfig) -> list[str]:

@@ -133,3 +133,27 @@ def test_check_filelist_finds_problems(cfg, features, tmp_path):
     assert "mismatch.vec.npy" in problems[1] and "do not match" in problems[1]
     assert "nan.pit.npy" in problems[2] and "NaN" in problems[2]
     assert "not found" in check_filelist(tmp_path / "absent.txt", cfg)[0]
+
+
+def test_persistent_workers_cut_each_epochs_windows(cfg, tmp_path):
+    """EpochTagged carries the epoch to the loader's persistent workers (their dataset copies never see set_epoch):
+    the windows they cut in epochs 3 and 4 equal the in-process ones of set_epoch(3), set_epoch(4)."""
+    from torch.utils.data import DataLoader
+
+    from grad.data import EpochTagged
+
+    rng = np.random.default_rng(2)
+    lines = [write_item(tmp_path, f"long{i}", 400, np.ones(256) * 0.05, rng) for i in range(4)]
+    filelist = tmp_path / "list.txt"
+    filelist.write_text("\n".join(lines) + "\n")
+    cfg.data.min_frames, cfg.data.max_frames = 60, 120
+    ds = SVCDataset(filelist, cfg, train=True)
+    sampler = EpochSampler(len(ds), seed=5, batch_size=2)
+    loader = DataLoader(ds, batch_size=2, sampler=EpochTagged(sampler), collate_fn=collate, num_workers=2,
+                        persistent_workers=True, drop_last=True)
+    for epoch in (3, 4):
+        sampler.set_epoch(epoch)
+        got = torch.cat([b["mel"] for b in loader])
+        ds.set_epoch(epoch)
+        expected = torch.stack([ds[i]["mel"] for i in sampler.order()])
+        assert torch.equal(got, expected)
