@@ -18,9 +18,12 @@ from common.audio import load_audio, normalize_peak
 
 @functools.lru_cache(maxsize=8)
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    import librosa
+    # librosa.filters.mel's default (Slaney scale and area norm), built by torchaudio: the same filters within 1e-7
+    # (tests/test_golden_mel.py), and `import librosa` alone took 2-4 s of every mel step
+    import torchaudio.functional as AF
 
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+    fb = AF.melscale_fbanks(n_fft // 2 + 1, fmin, fmax, n_mels, sr, norm="slaney", mel_scale="slaney")
+    return fb.T.contiguous().numpy().astype(np.float32)
 
 
 def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float, device=None, dtype=torch.float32):

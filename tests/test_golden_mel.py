@@ -31,3 +31,15 @@ def test_mel_frame_count_and_float64():
     assert mel.shape == (2, 100, 50) and mel.dtype == torch.float64
     mel32 = mel_spectrogram(wav.float())
     assert np.abs(mel.numpy() - mel32.numpy()).max() < 1e-3
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax",
+                         [(32000, 1024, 100, 40.0, 16000.0), (22050, 1024, 80, 0.0, 8000.0)])
+def test_mel_filters_are_librosas(sr, n_fft, n_mels, fmin, fmax):
+    """The filterbank (built by torchaudio, faster to import) is librosa.filters.mel's default within 1e-7."""
+    import librosa
+
+    ours = mel_basis(sr, n_fft, n_mels, fmin, fmax).numpy()
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-7)
