@@ -150,6 +150,15 @@ def mirror_path(src: Path, src_root: Path, dst_root: Path, suffix: str) -> Path:
     return Path(dst_root) / rel.parent / (rel.stem + suffix)
 
 
+def require_folder(path: str | Path) -> Path:
+    """``path`` as a Path; when it is not a folder, one line ``error: <path>: input folder not found`` and exit 2."""
+    folder = Path(path)
+    if not folder.is_dir():
+        print(f"error: {folder}: input folder not found", file=sys.stderr)
+        raise SystemExit(2)
+    return folder
+
+
 def setup_cli_logging(verbose: bool = False) -> None:
     """Log lines for command-line tools (the library modules only log)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")

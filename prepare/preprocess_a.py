@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from common.audio import AudioError, list_audio, load_audio, normalize_peak, to_int16, write_wav
-from common.filewalk import Job, finish, mirror_path, run_jobs, setup_cli_logging
+from common.filewalk import Job, finish, mirror_path, require_folder, run_jobs, setup_cli_logging
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: nothing a speaker encoder or pitch tracker can use
 
@@ -55,10 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--min_seconds", type=float, default=0.3, help="shorter files are reported and skipped")
     args = ap.parse_args(argv)
     setup_cli_logging()
-    wav_root = Path(args.wav)
-    if not wav_root.is_dir():
-        print(f"{wav_root}: input folder not found", file=sys.stderr)
-        return 2
+    wav_root = require_folder(args.wav)
     jobs = build_jobs(wav_root, Path(args.out), args.sr, args.min_seconds)
     summary = run_jobs(jobs, resample_file, args.thread_count, desc=f"resample {args.sr}")
     return finish(summary, f"resample to {args.sr} Hz")

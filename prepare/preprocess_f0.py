@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common.audio import list_audio, load_audio
 from common.config import load_config
-from common.filewalk import Job, mirror_path, run_jobs
+from common.filewalk import Job, mirror_path, require_folder, run_jobs
 from common.io import save_npy
 from pitch.f0 import METHODS, SAMPLE_RATE, compute_f0, round_f0
 
@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     method = args.method or load_config(args.config).data.f0_method
     if method not in METHODS:
         sys.exit(f"error: data.f0_method {method!r} is not one of {', '.join(METHODS)}")
-    wav_root, pit_root = Path(args.wav), Path(args.pit)
-    if not wav_root.is_dir():
-        sys.exit(f"error: {wav_root}: input folder not found")
+    wav_root, pit_root = require_folder(args.wav), Path(args.pit)
     jobs = make_jobs(wav_root, pit_root)
     if not jobs:
         log.warning("%s: no .wav files found", wav_root)

@@ -17,7 +17,7 @@ import torch
 
 from common.audio import load_audio
 from common.checkpoint import CheckpointError, require_file
-from common.filewalk import Job, mirror_path, run_jobs
+from common.filewalk import Job, mirror_path, require_folder, run_jobs
 from common.io import save_npy
 from hubert.model import DEFAULT_CHECKPOINT, SAMPLE_RATE, HubertSoft, compute_units, load_hubert
 
@@ -58,9 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    if not wav_root.is_dir():
-        print(f"error: {wav_root}: input folder not found", file=sys.stderr)
-        sys.exit(2)
+    require_folder(wav_root)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     jobs = find_jobs(wav_root, vec_root)
     if not jobs:

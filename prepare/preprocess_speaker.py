@@ -19,9 +19,9 @@ import torch
 from common.audio import load_audio
 from common.checkpoint import CheckpointError
 from common.config import ConfigError, load_config
-from common.filewalk import Job, finish, mirror_path, resolve_workers, run_jobs, setup_cli_logging
+from common.filewalk import Job, finish, mirror_path, require_folder, resolve_workers, run_jobs, setup_cli_logging
 from common.io import save_npy
-from speaker.backends import BACKENDS, SAMPLE_RATE, check_backend, load_speaker_backend, write_backend_tag
+from speaker.backends import SAMPLE_RATE, add_encoder_args, check_backend, load_speaker_backend, write_backend_tag
 
 
 def embed_file(job: Job, backend) -> None:
@@ -43,20 +43,11 @@ def main(argv=None) -> int:
     ap.add_argument("dataset_path", help="input folder (data_gvc/waves-16k)")
     ap.add_argument("output_path", help="output folder (data_gvc/speaker)")
     ap.add_argument("-t", "--thread_count", type=int, default=1, help="worker processes (0 = all cores)")
-    ap.add_argument("--backend", choices=BACKENDS, default=None,
-                    help="speaker encoder (default: data.speaker_backend of the config)")
-    ap.add_argument("--checkpoint", default=None,
-                    help="LSTM: best_model.pth.tar (default speaker_pretrain/best_model.pth.tar); "
-                         "resemblyzer: a custom .pt (default: the weights in the wheel)")
-    ap.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    ap.add_argument("-c", "--config", default=None, help="config overlay (for data.speaker_backend)")
+    add_encoder_args(ap)
     args = ap.parse_args(argv)
     setup_cli_logging()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    wav_root, out_root = Path(args.dataset_path), Path(args.output_path)
-    if not wav_root.is_dir():
-        print(f"{wav_root}: input folder not found", file=sys.stderr)
-        return 2
+    wav_root, out_root = require_folder(args.dataset_path), Path(args.output_path)
     try:
         name = args.backend or load_config(args.config).data.speaker_backend
         check_backend(out_root, name, f"the embeddings in {out_root}")

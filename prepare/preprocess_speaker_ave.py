@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.filewalk import Job, finish, run_jobs, setup_cli_logging
+from common.filewalk import Job, finish, require_folder, run_jobs, setup_cli_logging
 from common.io import save_npy
 from speaker.backends import EMBED_DIM, TAG_FILE, check_backend, read_backend_tag, write_backend_tag
 
@@ -104,10 +104,7 @@ def main(argv=None) -> int:
                          "mean, as the original did with 0.85 (default: leave the per-file vectors untouched)")
     args = ap.parse_args(argv)
     setup_cli_logging()
-    in_root, out_root = Path(args.dataset_speaker), Path(args.dataset_singer)
-    if not in_root.is_dir():
-        print(f"{in_root}: input folder not found", file=sys.stderr)
-        return 2
+    in_root, out_root = require_folder(args.dataset_speaker), Path(args.dataset_singer)
     try:
         name = input_backend(in_root)
         if name is not None:

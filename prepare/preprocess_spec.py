@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from common.config import load_config
-from common.filewalk import Job, finish, mirror_path, run_jobs, setup_cli_logging
+from common.filewalk import Job, finish, mirror_path, require_folder, run_jobs, setup_cli_logging
 from common.io import save_torch
 from common.mel import mel_from_file
 
@@ -35,10 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("-c", "--config", default=None, help="config overlay (mel settings come from data:)")
     args = ap.parse_args(argv)
     setup_cli_logging()
-    wav_root = Path(args.wav)
-    if not wav_root.is_dir():
-        print(f"{wav_root}: input folder not found", file=sys.stderr)
-        return 2
+    wav_root = require_folder(args.wav)
     wavs = sorted(wav_root.rglob("*.wav"))
     jobs = [Job(src, [mirror_path(src, wav_root, Path(args.spe), ".mel.pt")]) for src in wavs]
     summary = run_jobs(jobs, mel_file, args.thread_count, desc="mel", init=_load_data_cfg, init_args=(args.config,))

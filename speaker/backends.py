@@ -128,6 +128,17 @@ class ResemblyzerBackend(SpeakerBackend):
         return self.model.embed_utterance(wav.astype(np.float32))
 
 
+def add_encoder_args(ap) -> None:
+    """The encoder options every speaker command shares: --backend, --checkpoint, --device, -c/--config."""
+    ap.add_argument("--backend", choices=BACKENDS, default=None,
+                    help="speaker encoder (default: data.speaker_backend of the config)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="LSTM: best_model.pth.tar (default speaker_pretrain/best_model.pth.tar); "
+                         "resemblyzer: a custom .pt (default: the weights in the wheel)")
+    ap.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    ap.add_argument("-c", "--config", default=None, help="config overlay (for data.speaker_backend)")
+
+
 def load_speaker_backend(
     name: str = "lstm", checkpoint: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> SpeakerBackend:

@@ -23,8 +23,8 @@ from common.config import ConfigError, load_config
 from common.io import save_npy
 from common.runtime import tune_allocator
 from speaker.backends import (
-    BACKENDS,
     SAMPLE_RATE,
+    add_encoder_args,
     check_backend,
     find_backend_tag,
     load_speaker_backend,
@@ -39,13 +39,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Compute the 256-d speaker embedding of one audio file.")
     ap.add_argument("-w", "--wav", required=True, help="input audio file")
     ap.add_argument("-s", "--spk", required=True, help="output .spk.npy")
-    ap.add_argument("--backend", choices=BACKENDS, default=None,
-                    help="speaker encoder (default: data.speaker_backend of the config)")
-    ap.add_argument("--checkpoint", default=None,
-                    help="LSTM: best_model.pth.tar (default speaker_pretrain/best_model.pth.tar); "
-                         "resemblyzer: a custom .pt (default: the weights in the wheel)")
-    ap.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    ap.add_argument("-c", "--config", default=None, help="config overlay (for data.speaker_backend)")
+    add_encoder_args(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -133,3 +133,18 @@ def test_dataset_check_ratios_and_warnings():
     ok = {"alto": {"minutes": 30.0, "f0_p5_hz": 200.0, "f0_p95_hz": 400.0, "clipping_ratio": 0.0,
                    "silence_ratio": 0.1}}
     assert warnings_for(ok, songs_range=(210.0, 390.0)) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["prepare/preprocess_a.py", "-w", "{missing}", "-o", "{out}", "-s", "16000"],
+    ["prepare/preprocess_f0.py", "-w", "{missing}", "-p", "{out}"],
+    ["prepare/preprocess_spec.py", "-w", "{missing}", "-s", "{out}"],
+    ["prepare/preprocess_speaker.py", "{missing}", "{out}", "--backend", "resemblyzer"],
+    ["prepare/preprocess_speaker_ave.py", "{missing}", "{out}"],
+], ids=lambda a: Path(a[0]).stem)
+def test_missing_input_folder_is_one_line_and_exit_2(argv, tmp_path):
+    missing, out = tmp_path / "no_such_folder", tmp_path / "out"
+    res = run(*[a.format(missing=missing, out=out) for a in argv])
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: {missing}: input folder not found"
+    assert not out.exists()
