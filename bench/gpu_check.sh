@@ -16,5 +16,7 @@ timeout 150 python3 bench/bench_train.py --device cuda --steps 10 --warmup 3 --p
   --out "$OUT/bench_train.json" > "$OUT/bench_train.log" 2>&1; echo "bench_train rc=$?"
 timeout 200 python3 bench/bench_infer.py --device cuda --seconds 10 60 600 > "$OUT/bench_infer.json" \
   2> "$OUT/bench_infer.log"; echo "bench_infer rc=$?"
+timeout 120 python3 bench/bench_infer.py --device cuda --half --seconds 10 600 > "$OUT/bench_infer_half.json" \
+  2> "$OUT/bench_infer_half.log"; echo "bench_infer --half rc=$?"
 timeout 60 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -5
-tail -c 1500 "$OUT/bench_train.log"; cat "$OUT/bench_infer.json" | head -c 3000
+tail -c 1500 "$OUT/bench_train.log"; cat "$OUT/bench_infer.json" | head -c 3000; head -c 2000 "$OUT/bench_infer_half.json"
