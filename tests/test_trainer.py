@@ -110,6 +110,15 @@ def test_resume_mid_epoch_equals_uninterrupted(feat, straight, tmp_path):
     assert torch.equal(a["rng"]["states"][0]["torch"], b["rng"]["states"][0]["torch"])
 
 
+def test_loader_workers_feed_the_same_run(feat, straight, tmp_path):
+    """Two persistent loader workers over two epochs give the in-process loader's run, loss for loss (the epoch's
+    windows reach workers that never see set_epoch)."""
+    assert tr.main(args_for(feat, tmp_path, "train.keep_checkpoints=1", "train.num_workers=2",
+                            "--max-steps", "6")) == 0
+    for tag in ("loss/total", "loss/prior", "loss/diff", "loss/mel"):
+        assert scalars(tmp_path, tag) == scalars(straight, tag), tag
+
+
 def test_checkpoint_order():
     names = ["grad_svc_10.pt", "grad_svc_2.pt", "grad_svc_3_step7.pt", "grad_svc_3.pt", "grad_svc_11_step33.pt",
              "other.pt", "grad_svc_x.pt"]
