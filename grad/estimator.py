@@ -250,8 +250,9 @@ class UNetEstimator(nn.Module):
         winograd = self.winograd and winograd_ok(h)
         if self.channels_last and not winograd:
             h = h.contiguous(memory_format=torch.channels_last)
-        # all frames valid (one whole utterance or a full window): skip the mask products (x * 1 == x exactly)
-        full = not torch.is_grad_enabled() and bool(mask.min() > 0)
+        # all frames valid (one whole utterance or a full window): skip the mask products (x * 1 == x exactly);
+        # CPU only, where the check costs nothing (on CUDA it would synchronise every call)
+        full = not torch.is_grad_enabled() and mask.device.type == "cpu" and bool(mask.min() > 0)
         mask = mask.unsqueeze(1)  # [B, 1, 1, T]
 
         def masked(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
