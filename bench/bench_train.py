@@ -187,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     tr = load_trainer()
     results = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
                else platform.processor() or platform.machine(), "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "runs": []}
+               "threads": torch.get_num_threads(),
+               # fp32 convolutions / matmuls on CUDA use TF32 tensor cores when these are on (torch defaults:
+               # cudnn on, matmul off): the fp32 baseline the bf16 speed-up is measured against
+               "tf32": {"cudnn": torch.backends.cudnn.allow_tf32,
+                        "matmul": torch.backends.cuda.matmul.allow_tf32},
+               "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for precision in precisions:
             results["runs"].append(run_one(tr, args, precision, device, Path(tmp) / precision))
