@@ -529,13 +529,18 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor]) -> dict[str, f
                                          cfg.grad_clip)
     dec = torch.nn.utils.clip_grad_norm_([p for p in state.model.decoder.parameters() if p.requires_grad],
                                          cfg.grad_clip)
-    if not state.scaler.is_enabled() and not (math.isfinite(float(enc)) and math.isfinite(float(dec))):
+    # every number of the step in one device-to-host copy (one sync on CUDA instead of one per value)
+    keys = [*losses, "total", "grad_norm_encoder", "grad_norm_decoder"]
+    # (an all-frozen part's norm is a CPU zero: moved to the loss device first)
+    values = torch.stack([v.detach().float().to(total.device) for v in (*losses.values(), total, enc, dec)])
+    values = values.tolist()
+    out = dict(zip(keys, values))
+    g_enc, g_dec = out["grad_norm_encoder"], out["grad_norm_decoder"]
+    if not state.scaler.is_enabled() and not (math.isfinite(g_enc) and math.isfinite(g_dec)):
         raise NonFiniteLoss(f"step {state.steps + 1} (epoch {state.epoch}): gradient norm is not finite "
-                            f"(encoder {float(enc):.4g}, decoder {float(dec):.4g})")
+                            f"(encoder {g_enc:.4g}, decoder {g_dec:.4g})")
     state.scaler.step(state.optim)
     state.scaler.update()
-    out = {k: float(v.detach()) for k, v in losses.items()}
-    out.update(total=float(total.detach()), grad_norm_encoder=float(enc), grad_norm_decoder=float(dec))
     return out
 
 
