@@ -251,36 +251,33 @@ class UNetEstimator(nn.Module):
         winograd = self.winograd and winograd_ok(h)
         if self.channels_last and not winograd:
             h = h.contiguous(memory_format=torch.channels_last)
-        # all frames valid (one whole utterance or a full window): skip the mask products (x * 1 == x exactly);
-        # CPU only, where the check costs nothing (on CUDA it would synchronise every call)
+        # the mask of each resolution [B, 1, 1, T / 2^i]; None where every frame is valid (one whole utterance or
+        # a full window): the products are skipped (x * 1 == x exactly). Checked on CPU only, where it costs
+        # nothing (on CUDA it would synchronise every call).
         full = not torch.is_grad_enabled() and mask.device.type == "cpu" and bool(mask.min() > 0)
-        mask = mask.unsqueeze(1)  # [B, 1, 1, T]
+        levels = [None if full else mask.unsqueeze(1)[..., :: 2**i] for i in range(len(self.downs))]
 
-        def masked(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            return v if full else v * m
+        def masked(v: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+            return v if m is None else v * m
 
         skips = []
-        masks = [mask]
-        for resnet1, resnet2, attn, down in self.downs:
-            m = None if full else masks[-1]
+        for (resnet1, resnet2, attn, down), m in zip(self.downs, levels):
             h = resnet1(h, m, t_emb, winograd)
             h = resnet2(h, m, t_emb, winograd)
             h = attn(h, winograd)
             skips.append(h)
-            h = down(masked(h, masks[-1]))
-            masks.append(masks[-1][:, :, :, ::2])
-        masks.pop()
-        m = None if full else masks[-1]
+            h = down(masked(h, m))
+        m = levels[-1]
         h = self.mid_block1(h, m, t_emb, winograd)
         h = self.mid_attn(h, winograd)
         h = self.mid_block2(h, m, t_emb, winograd)
-        for resnet1, resnet2, attn, up in self.ups:
-            mm = masks.pop()
-            m = None if full else mm
+        # the up levels run at the resolutions of the down levels but the first, deepest first
+        for (resnet1, resnet2, attn, up), m in zip(self.ups, reversed(levels[1:])):
             h = torch.cat((h, skips.pop()), dim=1)
             h = resnet1(h, m, t_emb, winograd)
             h = resnet2(h, m, t_emb, winograd)
             h = attn(h, winograd)
-            h = up(masked(h, mm))
-        h = self.final_block(h, None if full else mask, winograd)
-        return masked(conv1x1(self.final_conv, masked(h, mask), winograd), mask).squeeze(1)
+            h = up(masked(h, m))
+        m = levels[0]
+        h = self.final_block(h, m, winograd)
+        return masked(conv1x1(self.final_conv, masked(h, m), winograd), m).squeeze(1)
