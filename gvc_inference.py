@@ -26,7 +26,7 @@ from common.audio import AudioError, list_audio, load_audio, to_int16, write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError
 from common.features import FeatureError, read_vec
-from common.runtime import release_memory, tune_allocator
+from common.runtime import default_device, release_memory, tune_allocator
 from grad.samplers import NoiseSource
 
 log = logging.getLogger("gvc_inference")
@@ -186,7 +186,7 @@ class Converter:
         from common.config import load_config
         from grad.checkpoint import load_gvc_model
 
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(default_device(device))
         overlay_cfg = load_config(config) if config else None
         self.model, self.cfg = load_gvc_model(model, cfg=overlay_cfg, device=str(self.device))
         if overlay_cfg is not None and overlay_cfg.grad.version != self.cfg.grad.version:
@@ -289,8 +289,7 @@ class Converter:
         f0 = shift_f0(f0, shift)
         release_memory()
         mel = self.acoustic(vec, f0, spk, steps, temperature, sampler, seed)
-        wav = self.vocode(mel, f0, seed)
-        release_memory()
+        wav = self.vocode(mel, f0, seed)  # (vocode releases memory after each of its windows)
         return Conversion(wav=wav, mel=mel, f0=f0, vocoder=self.vocoder_kind)
 
 
