@@ -40,7 +40,7 @@ from common.checkpoint import CheckpointError, load_checkpoint, load_state_repor
 from common.config import BASE_CONFIG, ConfigError, config_from_dict, load_config, to_dict
 from common.features import FeatureError
 from common.io import save_torch
-from common.runtime import tune_allocator
+from common.runtime import default_device, tune_allocator
 from grad.checkpoint import read_gvc_checkpoint
 from grad.data import EpochSampler, EpochTagged, SVCDataset, check_filelist, collate
 from grad.model import GradSVC
@@ -127,7 +127,7 @@ def init_distributed(device_arg: str | None) -> tuple[DistEnv, torch.device]:
     """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; start the process group (nccl on CUDA, gloo on CPU)."""
     env = DistEnv(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                   int(os.environ.get("LOCAL_RANK", 0)))
-    name = device_arg or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = default_device(device_arg)
     device = torch.device(name)
     if device.type == "cuda":
         if device.index is None:

@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from common.runtime import tune_allocator
+from common.runtime import default_device, tune_allocator
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "fixtures" / "corpus"
@@ -71,7 +71,7 @@ def peak_memory_mb(device: torch.device) -> float:
 def one(args) -> dict:
     from gvc_inference import Converter, align
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(default_device(args.device))
     component = "gvc_v2" if args.version == "v2" else "gvc_v3"
     gvc, gvc_note = checkpoint(REPO / "grad_pretrain" / "gvc.pretrain.pth", component)
     bv, bv_note = checkpoint(REPO / "bigvgan_pretrain" / "nsf_bigvgan_pretrain_32K.pth", "nsf_bigvgan_generator")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from common.config import REPO_ROOT, load_config
-from common.runtime import tune_allocator
+from common.runtime import default_device, tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-len", type=int, default=300)
     p.add_argument("--max-len", type=int, default=600)
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default train.num_workers)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device())
     p.add_argument("--precision", nargs="*", default=None, help="default fp32 on CPU, fp32 bf16 on CUDA")
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)

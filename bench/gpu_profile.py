@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from common.config import load_config
-from common.runtime import tune_allocator
+from common.runtime import default_device, tune_allocator
 from grad.model import GradSVC
 
 
@@ -70,7 +70,7 @@ def measure(fn, device: torch.device, repeats: int, top: int) -> dict:
 def main(argv=None) -> int:
     tune_allocator()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default=default_device())
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--frames", type=int, default=2400, help="U-Net / vocoder window (frames)")
     ap.add_argument("--repeats", type=int, default=5)

@@ -24,17 +24,13 @@ from bigvgan.model import DEFAULT_CHECKPOINT, GeneratorConfig, load_bigvgan, to_
 from common.audio import write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError, load_config
-from common.runtime import tune_allocator
+from common.runtime import default_device, tune_allocator
 
 log = logging.getLogger(__name__)
 
 
 class InputError(ValueError):
     """A mel or pitch file that cannot be used (one line naming the file)."""
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_mel_file(path: str | Path, n_mels: int) -> torch.Tensor:
@@ -120,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.vocoder == "griffinlim":
         audio = torch.from_numpy(griffinlim_vocode(mel, cfg.data, chunk=chunk, overlap=overlap))
     else:
-        device = args.device or default_device()
+        device = default_device(args.device)
         try:
             model = load_bigvgan(args.model, device, config=GeneratorConfig.from_data_config(cfg.data))
         except (CheckpointError, ValueError) as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import sys
@@ -23,6 +24,23 @@ _THRESHOLD = 1 << 30  # 1 GiB
 _done = False
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def default_device(device: str | None = None) -> str:
+    """``device`` as given, else "cuda" when a GPU is visible, else "cpu" (torch imported only here)."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def tune_allocator() -> bool:
     """Raise glibc's mmap and trim thresholds to 1 GiB (once per process); False where it does not apply."""
     global _done
@@ -30,10 +48,8 @@ def tune_allocator() -> bool:
         return True
     if not sys.platform.startswith("linux") or os.environ.get("GVC_MALLOC_TUNE", "1") == "0":
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl or another libc without mallopt
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:  # musl or another libc without mallopt
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -45,9 +61,5 @@ def tune_allocator() -> bool:
 def release_memory() -> None:
     """Return the heap's free pages to the OS (``malloc_trim``) after tune_allocator; call between large stages or
     windows, so memory held for reuse inside one stage does not add to the next stage's peak."""
-    if not _done:
-        return
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    if _done:
+        _libc().malloc_trim(0)  # tune_allocator succeeded: this is glibc

@@ -10,19 +10,13 @@ import argparse
 import logging
 import sys
 
-import torch
-
 from common.audio import AudioError, load_audio
 from common.checkpoint import CheckpointError
 from common.io import save_npy
-from common.runtime import tune_allocator
+from common.runtime import default_device, tune_allocator
 from hubert.model import DEFAULT_CHECKPOINT, HOP, SAMPLE_RATE, compute_units, load_hubert
 
 log = logging.getLogger(__name__)
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     tune_allocator()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    device = args.device or default_device()
+    device = default_device(args.device)
     try:
         wav = load_audio(args.wav, SAMPLE_RATE)
         model = load_hubert(args.model, device=device)

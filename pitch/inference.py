@@ -14,17 +14,11 @@ import sys
 
 from common.audio import AudioError, load_audio
 from common.config import load_config
-from common.runtime import tune_allocator
+from common.runtime import default_device, tune_allocator
 from pitch.csv_io import save_csv_pitch
 from pitch.f0 import METHODS, SAMPLE_RATE, compute_f0
 
 log = logging.getLogger(__name__)
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     method = args.method or load_config(args.config).data.f0_method
     if method not in METHODS:
         sys.exit(f"error: data.f0_method {method!r} is not one of {', '.join(METHODS)}")
-    device = args.device or default_device()
+    device = default_device(args.device)
     try:
         wav = load_audio(args.wav, sr=SAMPLE_RATE)
     except AudioError as exc:

@@ -13,12 +13,11 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from common.audio import load_audio
 from common.checkpoint import CheckpointError, require_file
 from common.filewalk import Job, mirror_path, require_folder, run_jobs
 from common.io import save_npy
+from common.runtime import default_device
 from hubert.model import DEFAULT_CHECKPOINT, SAMPLE_RATE, HubertSoft, compute_units, load_hubert
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     require_folder(wav_root)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     jobs = find_jobs(wav_root, vec_root)
     if not jobs:
         log.warning("%s: no <singer>/<name>.wav files found", wav_root)

@@ -14,13 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from common.audio import load_audio
 from common.checkpoint import CheckpointError
 from common.config import ConfigError, load_config
 from common.filewalk import Job, finish, mirror_path, require_folder, resolve_workers, run_jobs, setup_cli_logging
 from common.io import save_npy
+from common.runtime import default_device
 from speaker.backends import SAMPLE_RATE, add_encoder_args, check_backend, load_speaker_backend, write_backend_tag
 
 
@@ -46,7 +45,7 @@ def main(argv=None) -> int:
     add_encoder_args(ap)
     args = ap.parse_args(argv)
     setup_cli_logging()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     wav_root, out_root = require_folder(args.dataset_path), Path(args.output_path)
     try:
         name = args.backend or load_config(args.config).data.speaker_backend

@@ -15,13 +15,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common.audio import AudioError, load_audio
 from common.checkpoint import CheckpointError
 from common.config import ConfigError, load_config
 from common.io import save_npy
-from common.runtime import tune_allocator
+from common.runtime import default_device, tune_allocator
 from speaker.backends import (
     SAMPLE_RATE,
     add_encoder_args,
@@ -42,7 +41,7 @@ def main(argv=None) -> int:
     add_encoder_args(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     out = Path(args.spk)
     try:
         name = args.backend or load_config(args.config).data.speaker_backend
