@@ -28,6 +28,36 @@ class Mish(nn.Module):
         return F.mish(x)
 
 
+_MISH_BLOCK = 1 << 18  # elements per pass: the block and its temporary (1 MiB each) stay in a core's L2 cache
+
+
+def _flat_view(x: torch.Tensor) -> torch.Tensor | None:
+    """A 1-D view of every element of ``x`` (contiguous or channels-last 4-D), else None."""
+    if x.is_contiguous():
+        return x.view(-1)
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).reshape(-1)
+    return None
+
+
+def mish_(x: torch.Tensor) -> torch.Tensor:
+    """In-place Mish. On CPU in float32 as ``x - 2x / ((1 + e^x)^2 + 1)``, the same function as x tanh(softplus(x))
+    (tanh(log v) = (v^2 - 1) / (v^2 + 1) with v = 1 + e^x) with one exponential instead of three transcendental
+    functions, in cache-sized blocks: about 3x faster than ``F.mish`` on AVX2 CPUs, absolute difference within
+    ~2e-7 |x| (+inf in gives NaN; GroupNorm outputs never get there). Elsewhere ``F.mish``."""
+    flat = _flat_view(x) if x.device.type == "cpu" and x.dtype == torch.float32 else None
+    if flat is None:
+        return F.mish(x, inplace=True)
+    buf = x.new_empty(min(flat.numel(), _MISH_BLOCK))
+    for start in range(0, flat.numel(), _MISH_BLOCK):
+        xb = flat[start:start + _MISH_BLOCK]
+        v = buf[: xb.numel()]
+        torch.exp(xb, out=v)
+        v.add_(1).square_().add_(1)
+        xb.addcdiv_(xb, v, value=-2)
+    return x
+
+
 def _inplace() -> bool:
     """Intermediate tensors may be overwritten when no autograd graph is recorded (inference): fewer allocations."""
     return not torch.is_grad_enabled()
@@ -52,17 +82,31 @@ def winograd_ok(x: torch.Tensor) -> bool:
 
 def conv3x3(conv: nn.Conv2d, x: torch.Tensor, winograd: bool) -> torch.Tensor:
     """A 3x3 stride-1 convolution; with ``winograd`` through NNPACK's fast (Winograd-transform) convolution, about 2x
-    faster than mkldnn on AVX2 CPUs with ~1e-5 relative difference in float32, output channels-first; else the
-    module itself."""
+    faster than mkldnn on AVX2 CPUs with ~1e-5 relative difference in float32, output channels-first (a 3-channel
+    input as one GEMM over its patches instead); else the module itself."""
+    if winograd and x.shape[1] < 8:  # the 3-channel input: one GEMM over the 3x3 patches (mkldnn: ~2x slower)
+        b, _, h, w = x.shape
+        cols = F.unfold(x, 3, padding=1)  # [B, C_in * 9, F * T]
+        y = x.new_empty(b, conv.out_channels, h * w)
+        for i in range(b):
+            torch.addmm(conv.bias[:, None], conv.weight.flatten(1), cols[i], out=y[i])
+        return y.view(b, -1, h, w)
+    y = conv3x3_weights(x, conv.weight, conv.bias) if winograd and _NNPACK else None
+    return conv(x) if y is None else y
+
+
+def conv3x3_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """NNPACK's 3x3 stride-1 convolution (padding 1), channels-first output; None after NNPACK refused a call
+    (the caller then uses the standard convolution, as from then on does every call)."""
     global _NNPACK
-    if not winograd or x.shape[1] < 8 or not _NNPACK:
-        return conv(x)
+    if not _NNPACK:
+        return None
     try:
-        return torch._nnpack_spatial_convolution(x.contiguous(), conv.weight, conv.bias, [1, 1, 1, 1], [1, 1])
+        return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, [1, 1], [1, 1])
     except RuntimeError as exc:  # an NNPACK refusal (shape, memory): plain convolutions from now on
         log.warning("NNPACK convolution failed (%s); using the standard convolutions", exc)
         _NNPACK = False
-        return conv(x)
+        return None
 
 
 def conv1x1(conv: nn.Module, x: torch.Tensor, winograd: bool) -> torch.Tensor:
@@ -95,7 +139,7 @@ class Block(nn.Module):
         conv, norm, _ = self.block
         h = norm(conv3x3(conv, x if mask is None else x * mask, winograd))
         if _inplace():
-            h = F.mish(h, inplace=True)
+            h = mish_(h) if winograd else F.mish(h, inplace=True)
             return h if mask is None else h.mul_(mask)
         h = F.mish(h)
         return h if mask is None else h * mask
@@ -147,6 +191,31 @@ class LinearAttention(nn.Module):
         return self.to_out(out)
 
 
+    def residual_inference(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """``x + gate * self(x)`` for channels-first x without autograd, in fewer operations: the query and output
+        projections enter only linearly, so to_out(context^T q) + x = (gate Wo C^T Wq + I) x + gate bo with a
+        [C, C] matrix per item (C^T block-diagonal over heads). Equal to the plain forward up to float rounding;
+        skips the query projection and the [heads * d, F * T] product."""
+        b, c, h, w = x.shape
+        hidden = self.to_out.weight.shape[1]
+        x3 = x.reshape(b, c, h * w)
+        w_q, w_kv = self.to_qkv.weight.flatten(1).split([hidden, 2 * hidden])
+        kv = x.new_empty(b, 2 * hidden, h * w)
+        for i in range(b):
+            torch.mm(w_kv, x3[i], out=kv[i])
+        k, v = kv.unflatten(1, (2, self.heads, -1)).unbind(1)  # each [B, heads, d, N]
+        context = torch.matmul(k.softmax(dim=-1), v.transpose(-1, -2))  # [B, heads, d_k, d_v]
+        # (C^T Wq) per head: [B, heads, d_v, C] -> [B, heads * d_v, C]; then Wo (C^T Wq) [B, C, C]
+        cq = torch.matmul(context.transpose(-1, -2), w_q.view(self.heads, -1, c)).flatten(1, 2)
+        mat = torch.matmul(self.to_out.weight.flatten(1), cq).mul_(gate)
+        mat.diagonal(dim1=-2, dim2=-1).add_(1)
+        bias = self.to_out.bias * gate
+        y = x.new_empty(b, c, h * w)
+        for i in range(b):
+            torch.addmm(bias[:, None], mat[i], x3[i], out=y[i])
+        return y.view(b, c, h, w)
+
+
 class Rezero(nn.Module):
     """fn(x) * g with a scalar gate g (initialised to 0)."""
 
@@ -166,7 +235,10 @@ class Residual(nn.Module):
         self.fn = fn
 
     def forward(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
-        y = self.fn(x, winograd)
+        fn = self.fn
+        if winograd and isinstance(fn, Rezero) and isinstance(fn.fn, LinearAttention):
+            return fn.fn.residual_inference(x, fn.g)  # the gated attention with its residual folded into one GEMM
+        y = fn(x, winograd)
         return y.add_(x) if _inplace() else y + x
 
 
@@ -179,12 +251,37 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+# The transposed convolution (k4, s2, p1) as a 3x3 convolution with 4 output phases: output row 2m + a takes input
+# rows m - 1, m (a = 0: kernel rows 3, 1) or m, m + 1 (a = 1: kernel rows 2, 0); the same for columns.
+_PHASE_TAPS = {(0, 0): 3, (0, 1): 1, (1, 1): 2, (1, 2): 0}  # (phase, 3x3 row) -> row of the 4x4 kernel
+
+
 class Upsample(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.conv = nn.ConvTranspose2d(dim, dim, 4, 2, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _phase_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[C_out * 4, C_in, 3, 3] (channels ordered (out, row phase, column phase)) and the bias repeated to match;
+        recomputed only when the parameters change."""
+        wt, bias = self.conv.weight, self.conv.bias
+        key = (wt.data_ptr(), wt._version, bias.data_ptr(), bias._version, wt.device, wt.dtype)
+        cached = getattr(self, "_phase_cache", None)
+        if cached is None or cached[0] != key:
+            c_in, c_out = wt.shape[:2]
+            k = wt.new_zeros(c_out, 2, 2, c_in, 3, 3)
+            for (a, py), ky in _PHASE_TAPS.items():
+                for (b, px), kx in _PHASE_TAPS.items():
+                    k[:, a, b, :, py, px] = wt[:, :, ky, kx].t()
+            self._phase_cache = cached = (key, k.reshape(c_out * 4, c_in, 3, 3), bias.repeat_interleave(4))
+        return cached[1], cached[2]
+
+    def forward(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
+        if winograd and _NNPACK:  # sub-pixel form through the Winograd 3x3 path: ~25% faster than mkldnn's
+            weight, bias = self._phase_weights()
+            y = conv3x3_weights(x, weight, bias)
+            if y is not None:
+                return F.pixel_shuffle(y, 2)
         return self.conv(x)
 
 
@@ -277,7 +374,7 @@ class UNetEstimator(nn.Module):
             h = resnet1(h, m, t_emb, winograd)
             h = resnet2(h, m, t_emb, winograd)
             h = attn(h, winograd)
-            h = up(masked(h, m))
+            h = up(masked(h, m), winograd)
         m = levels[0]
         h = self.final_block(h, m, winograd)
         return masked(conv1x1(self.final_conv, masked(h, m), winograd), m).squeeze(1)

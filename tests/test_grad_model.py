@@ -1,9 +1,11 @@
 """GradSVC model: shapes, masks, losses, gradients, synthesis with every sampler, configs and the loader."""
 
+import copy
 import json
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from common.checkpoint import CheckpointError
 from common.config import REPO_ROOT, load_config, to_dict
@@ -228,10 +230,15 @@ def test_loader_errors(tiny_cfg, tmp_path):
 
 @pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch build has no NNPACK")
 def test_winograd_inference_path_matches_the_plain_convolutions(base):
-    """The CPU inference path (NNPACK Winograd 3x3 convolutions, channels-first 1x1 GEMMs, mask products skipped
-    when every frame is valid) computes the same field as the module convolutions, padded frames stay zero, and
+    """The CPU inference path (NNPACK Winograd 3x3 convolutions, the transposed convolutions as 4-phase 3x3 ones,
+    channels-first 1x1 GEMMs, the gated linear attention folded into one matrix, the algebraic Mish, mask products
+    skipped when every frame is valid) computes the same field as the modules, padded frames stay zero, and
     training (autograd on) never takes it."""
-    est = base.decoder.estimator
+    est = copy.deepcopy(base.decoder.estimator)
+    with torch.no_grad():  # open the Rezero gates (0 at initialisation) so the attention counts
+        for name, p in est.named_parameters():
+            if name.endswith(".g"):
+                p.fill_(0.8)
     g = torch.Generator().manual_seed(3)
     t_len = 48
     x, mu = torch.randn(2, 100, t_len, generator=g), torch.randn(2, 100, t_len, generator=g)
@@ -249,3 +256,24 @@ def test_winograd_inference_path_matches_the_plain_convolutions(base):
         trained = est(spk, x, mask, mu, t)
     assert trained.requires_grad
     assert (trained.detach() - plain).abs().max() <= 1e-6 * plain.abs().max()
+
+
+def test_algebraic_mish_matches_torch():
+    """mish_ (x - 2x / ((1 + e^x)^2 + 1), in blocks) equals F.mish within float32 rounding over the whole range,
+    in place, for contiguous and channels-last tensors, across block boundaries; other layouts fall back."""
+    from grad.estimator import _MISH_BLOCK, mish_
+
+    x = torch.cat([torch.linspace(-100, 100, 20001), torch.randn(_MISH_BLOCK + 777) * 4, torch.tensor([-1e4, 1e4])])
+    ref = F.mish(x)
+    y = x.clone()
+    assert mish_(y) is y
+    assert (y - ref).abs().max() <= 1e-6 * max(1.0, float(x.abs().max()))
+    assert ((y - ref).abs() <= 1e-6 * (1 + x.abs())).all()
+    img = torch.randn(2, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    out = mish_(img.clone())
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, F.mish(img), rtol=0, atol=2e-6)
+    strided = torch.randn(6, 10)[:, ::2]
+    expected = F.mish(strided)
+    assert mish_(strided) is strided  # no 1-D view of a strided tensor: torch's own Mish, in place
+    torch.testing.assert_close(strided, expected, rtol=0, atol=0)
