@@ -30,6 +30,7 @@ from torch import nn
 from bigvgan.alias import SnakeAlias
 from bigvgan.chunks import Window, synthesize_chunked
 from bigvgan.nsf import HarmonicSource, harmonic_phase_offset, upsample_f0
+from bigvgan.nwc import decode_nwc, usable
 from common.checkpoint import CheckpointError, load_checkpoint, load_state_report, strip_prefix
 from common.runtime import release_memory
 
@@ -206,6 +207,8 @@ class Generator(nn.Module):
         ch = c0 // 2 ** len(rates)
         self.activation_post = SnakeAlias(ch, cfg.alias_ratio, cfg.alias_kernel_size)
         self.conv_post = nn.Conv1d(ch, 1, 7, 1, padding=3, bias=False)
+        # float32 inference on CPU runs channels-last with polyphase resampling (bigvgan.nwc): ~1.6x faster there
+        self.fast_cpu = True
 
     # -- the source ----------------------------------------------------------------------------------------------
 
@@ -236,6 +239,8 @@ class Generator(nn.Module):
     def decode(self, mel: torch.Tensor, har_source: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mel ``(B, 100, T)`` + excitation ``(B, 320 T, 1)`` -> ``{"conv_pre_out" (B, 320, T),
         "conv_post_out" (B, 1, 320 T) (before tanh), "audio" (B, 1, 320 T)}``."""
+        if self.fast_cpu and usable(mel):
+            return decode_nwc(self, mel, har_source)
         source = har_source.transpose(1, 2)
         x = self.conv_pre(mel)
         conv_pre_out = x

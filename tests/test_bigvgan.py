@@ -18,6 +18,7 @@ from bigvgan.griffinlim import griffinlim_vocode
 from bigvgan.inference import main as cli_main
 from bigvgan.model import Generator, GeneratorConfig, load_bigvgan, to_int16, vocode
 from bigvgan.nsf import HarmonicSource, harmonic_phase_offset, upsample_f0
+from bigvgan.nwc import snake_alias_nwc
 from common.checkpoint import CheckpointError
 from common.config import load_config
 from common.mel import mel_spectrogram
@@ -134,6 +135,48 @@ def test_snake_alias_inference_path_equals_autograd_path():
         y_fast = act(x.detach())  # in-place path
     assert y.shape == (2, 6, 37)
     assert torch.allclose(y.detach(), y_fast, atol=1e-6)
+
+
+@pytest.mark.parametrize("ratio,kernel", [(2, 12), (3, 12), (2, 10)])
+def test_channels_last_snake_alias_equals_the_module(ratio, kernel):
+    """The CPU path's polyphase SnakeAlias on (B, L, C) equals the module (upsample, SnakeBeta, downsample) on
+    (B, C, L), edges included, for long signals (interior read in place) and short ones (padded whole)."""
+    torch.manual_seed(1)
+    act = SnakeAlias(5, ratio, kernel)
+    with torch.no_grad():
+        act.act.alpha.normal_()
+        act.act.beta.normal_()
+    for length in (1, 3, 40, 301):
+        x = torch.randn(2, 5, length)
+        with torch.inference_mode():
+            ref = act(x)
+            fast = snake_alias_nwc(act, x.transpose(1, 2).contiguous())
+        assert fast.shape == (2, length, 5)
+        torch.testing.assert_close(fast.transpose(1, 2), ref, rtol=0, atol=2e-6)
+
+
+def test_generator_fast_cpu_path_equals_the_reference_path(small_generator):
+    """decode on the CPU inference path (channels-last, polyphase resampling) equals the module path, every output,
+    batch of 2, weight norm kept or folded."""
+    torch.manual_seed(2)
+    unfolded = Generator(GeneratorConfig(upsample_initial_channel=64)).eval()
+    with torch.no_grad():
+        for name, p in unfolded.named_parameters():
+            p.normal_(0, 0.3 if name.endswith((".alpha", ".beta")) else 0.05)
+    mel = torch.randn(2, 100, 23)
+    for model in (small_generator, unfolded):
+        har = torch.randn(2, 23 * 320, 1) * 0.1
+        with torch.inference_mode():
+            fast = model.decode(mel, har)
+            model.fast_cpu = False
+            try:
+                ref = model.decode(mel, har)
+            finally:
+                model.fast_cpu = True
+        for key in ref:
+            assert fast[key].shape == ref[key].shape, key
+            assert (fast[key] - ref[key]).abs().max() <= 1e-5 * ref[key].abs().max(), key
+        assert ref["audio"].std() > 1e-4  # not a trivial output
 
 
 def test_to_int16_truncates_and_clamps():
