@@ -45,7 +45,12 @@ def load_checkpoint(path: str | Path, kind: str | None = None, weights_only: boo
     """``torch.load`` on CPU with ``weights_only`` (default True); errors name the file."""
     p = require_file(path, kind)
     try:
-        return torch.load(p, map_location="cpu", weights_only=weights_only)
+        try:  # memory-mapped: the tensors are read once, into the model, instead of into memory and then copied
+            return torch.load(p, map_location="cpu", weights_only=weights_only, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(p, map_location="cpu", weights_only=weights_only)  # a pre-zipfile (legacy) save
     except Exception as exc:  # pickle / zip / weights_only errors all mean "cannot read this file"
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         if weights_only and "weights_only" in str(exc):

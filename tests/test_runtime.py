@@ -1,4 +1,4 @@
-"""common.runtime: the allocator setting the command-line tools apply."""
+"""common.runtime (the allocator setting the command-line tools apply) and common.checkpoint.load_checkpoint."""
 
 import subprocess
 import sys
@@ -29,3 +29,23 @@ def test_tune_allocator_keeps_large_blocks_in_the_heap(env, expected):
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env={**os.environ, **env},
                          check=True).stdout.strip()
     assert out.startswith(expected)
+
+
+def test_load_checkpoint_reads_zip_and_legacy_saves(tmp_path):
+    """Checkpoints are memory-mapped when their format allows (torch >= 1.6 zip saves) and read the old way
+    otherwise: both give the saved tensors; an unreadable file is one CheckpointError naming it."""
+    import torch
+
+    from common.checkpoint import CheckpointError, load_checkpoint
+
+    state = {"w": torch.arange(6.0).view(2, 3), "b": torch.ones(2)}
+    torch.save(state, tmp_path / "zip.pt")
+    torch.save(state, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("zip.pt", "legacy.pt"):
+        loaded = load_checkpoint(tmp_path / name)
+        assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+        loaded["w"].add_(1)  # a private mapping: writable, the file is unchanged
+    assert torch.equal(load_checkpoint(tmp_path / "zip.pt")["w"], state["w"])
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt: cannot load checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
