@@ -250,7 +250,7 @@ def test_winograd_inference_path_matches_the_plain_convolutions(base):
             est.winograd = False
             plain = est(spk, x, mask, mu, t)
         est.winograd = True
-        assert (fast - plain).abs().max() <= 1e-5 * plain.abs().max()
+        assert (fast - plain).abs().max() <= 5e-5 * plain.abs().max()  # Winograd F(6x6, 3x3) in float32: ~1e-5
         assert torch.equal(fast * (1 - mask), torch.zeros_like(fast))
     with torch.enable_grad():
         trained = est(spk, x, mask, mu, t)
