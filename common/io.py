@@ -11,9 +11,20 @@ from pathlib import Path
 import numpy as np
 
 
+def _new_file_mode() -> int:
+    """The permissions ``open(path, "w")`` gives a new file under the current umask (mkstemp's are 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_NEW_FILE_MODE = _new_file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; move it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path in the target's folder; move it onto ``path`` only if the block succeeds. The file
+    gets the permissions a plain write would give (the replaced file's, else the umask's), not the temporary's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the real suffix last so libraries that pick a format by extension (soundfile, np.save) behave
@@ -22,6 +33,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        mode = path.stat().st_mode & 0o7777 if path.exists() else _NEW_FILE_MODE
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

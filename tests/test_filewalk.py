@@ -38,3 +38,26 @@ def test_small_jobs_run_in_process_and_worker_count():
     seen = []
     summary = run_jobs(jobs, lambda job, state: seen.append(os.getpid()), workers=0)
     assert summary.processed == 3 and set(seen) == {os.getpid()}  # too few files to pay for a worker
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
+    """Outputs written through a temporary file are readable like any other file (mkstemp alone makes them 0600),
+    keep the mode of a file they replace, and leave no temporary behind when the write fails."""
+    import stat
+
+    import pytest
+
+    from common.io import atomic_path
+
+    umask = os.umask(0)
+    os.umask(umask)
+    write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~umask
+    (tmp_path / "b.txt").write_text("old")
+    os.chmod(tmp_path / "b.txt", 0o640)
+    write_text(tmp_path / "b.txt", "new")
+    assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o640 and (tmp_path / "b.txt").read_text() == "new"
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "c.txt") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]

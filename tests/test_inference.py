@@ -203,6 +203,24 @@ def test_folder_mode_converts_all_and_reports_failures(ckpts, tmp_path, capsys):
     assert "converted 2 of 3" in captured.out and "broken.wav" in captured.err
 
 
+def test_mel_images_rendered_beside_each_converted_song(ckpts, tmp_path):
+    """Without --no_png every converted song gets its mel image (rendered while the vocoder runs); a song that
+    fails gets none."""
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    x, sr = sf.read(SONG, dtype="float32")
+    sf.write(songs / "a.wav", x[: sr // 2], sr)
+    sf.write(songs / "c.wav", x[: sr // 3], sr)
+    (songs / "broken.wav").write_bytes(b"not audio at all")
+    out = tmp_path / "converted"
+    argv = [a for a in args(ckpts, "--wave", songs, "--out", out, "--seed", "1") if a != "--no_png"]
+    assert run_main(argv) == 1
+    for name in ("a", "c"):
+        png = companion_paths(out / f"{name}.wav")[1]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert sorted(p.name for p in out.iterdir()) == ["a.mel.png", "a.wav", "c.mel.png", "c.wav"]
+
+
 BAD_CASES = {
     "missing wave": (lambda c, t: ["--wave", t / "nope.wav"], "file not found"),
     "corrupt wave": (lambda c, t: ["--wave", _write(t / "corrupt.wav", b"RIFF\x00\x00\x00\x00WAVEfmt ")],
