@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import logging
 import sys
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,10 +154,12 @@ def companion_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(pitch_stem + ".wav"), out.with_name(stem + ".mel.png")
 
 
-def render_mel_image(mel: torch.Tensor) -> bytes:
-    """The mel as a PNG (bytes). matplotlib's object API without pyplot: safe in a worker thread."""
+def save_mel_image(mel: torch.Tensor, path: Path) -> None:
+    """The mel as a PNG image, written atomically (matplotlib's object API: no pyplot state kept per song)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from common.io import atomic_path
 
     fig = Figure(figsize=(12, 4))
     FigureCanvasAgg(fig)
@@ -170,9 +169,8 @@ def render_mel_image(mel: torch.Tensor) -> bytes:
     ax.set_xlabel("frame (10 ms)")
     ax.set_ylabel("mel band")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -274,9 +272,7 @@ class Converter:
     # one file ---------------------------------------------------------------------------------------------------
     def convert(self, wave: str, spk: np.ndarray, vec_path: str | None = None, pit_path: str | None = None,
                 shift: float = 0.0, steps: int | None = None, temperature: float | None = None,
-                sampler: str | None = None, seed: int | None = None,
-                on_mel: Callable[[torch.Tensor], None] | None = None) -> Conversion:
-        """One song; ``on_mel(mel)`` is called between the acoustic model and the vocoder."""
+                sampler: str | None = None, seed: int | None = None) -> Conversion:
         wav16 = None
         if vec_path is None or pit_path is None:
             wav16 = load_audio(wave, 16000)
@@ -293,8 +289,6 @@ class Converter:
         f0 = shift_f0(f0, shift)
         release_memory()
         mel = self.acoustic(vec, f0, spk, steps, temperature, sampler, seed)
-        if on_mel is not None:
-            on_mel(mel)
         wav = self.vocode(mel, f0, seed)  # (vocode releases memory after each of its windows)
         return Conversion(wav=wav, mel=mel, f0=f0, vocoder=self.vocoder_kind)
 
@@ -370,42 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-class MelImages:
-    """Renders each song's mel image in a worker thread while the vocoder runs (about a second of matplotlib per
-    song otherwise added to the wall time); the file is written only with the song's other outputs."""
-
-    def __init__(self, enabled: bool):
-        self.pool = ThreadPoolExecutor(max_workers=1) if enabled else None
-        self.pending: Future | None = None
-
-    def start(self, mel: torch.Tensor) -> None:
-        if self.pool is not None:
-            self.pending = self.pool.submit(render_mel_image, mel.clone())
-
-    def take(self) -> bytes | None:
-        """The PNG of the last started song (waits for it; re-raises a rendering error), or None."""
-        job, self.pending = self.pending, None
-        return None if job is None else job.result()
-
-    def discard(self) -> None:
-        """Forget the last song's image (its conversion failed); the thread finishes it unseen."""
-        self.pending = None
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def write_outputs(conv: Conversion, out: Path, sr: int, pitch_wav: np.ndarray | None, png: bytes | None) -> None:
-    from common.io import atomic_path
-
+def write_outputs(conv: Conversion, out: Path, sr: int, pitch_wav: np.ndarray | None, png: bool) -> None:
     write_wav(out, to_int16(conv.wav), sr)
     pitch_path, png_path = companion_paths(out)
     if pitch_wav is not None:
         write_wav(pitch_path, pitch_wav, sr)
-    if png is not None:
-        with atomic_path(png_path) as tmp:
-            Path(tmp).write_bytes(png)
+    if png:
+        save_mel_image(conv.mel, png_path)
 
 
 def run(args) -> int:
@@ -420,15 +385,6 @@ def run(args) -> int:
                 seed=args.seed)
     wave = Path(args.wave)
     sr = cfg.data.sampling_rate
-    images = MelImages(not args.no_png)
-    try:
-        return _convert_all(converter, args, wave, spk, sr, opts, images)
-    finally:
-        images.close()
-
-
-def _convert_all(converter: Converter, args, wave: Path, spk: np.ndarray, sr: int, opts: dict,
-                 images: MelImages) -> int:
     if wave.is_dir():
         if args.vec or args.pit:
             raise InferenceError("--vec/--pit name one file's features; not usable with a folder --wave")
@@ -440,19 +396,18 @@ def _convert_all(converter: Converter, args, wave: Path, spk: np.ndarray, sr: in
         for src in tqdm(files, desc="convert", unit="song", disable=None):
             out = out_root / src.relative_to(wave).with_suffix(".wav")
             try:
-                conv = converter.convert(str(src), spk, **opts, on_mel=images.start)
-                write_outputs(conv, out, sr, None, images.take())
+                conv = converter.convert(str(src), spk, **opts)
+                write_outputs(conv, out, sr, None, not args.no_png)
             except (AudioError, InferenceError, FeatureError) as exc:
-                images.discard()
                 failed.append((src, str(exc)))
         print(f"converted {len(files) - len(failed)} of {len(files)} songs into {out_root}")
         for src, why in failed:
             print(f"  FAILED {src}: {why}", file=sys.stderr)
         return 1 if failed else 0
-    conv = converter.convert(str(wave), spk, args.vec, args.pit, **opts, on_mel=images.start)
+    conv = converter.convert(str(wave), spk, args.vec, args.pit, **opts)
     out = Path(args.out or DEFAULT_OUT)
     pitch_wav = converter.pitch_wav(conv.f0, args.seed) if args.vocoder == "bigvgan" else None
-    write_outputs(conv, out, sr, pitch_wav, images.take())
+    write_outputs(conv, out, sr, pitch_wav, not args.no_png)
     label = "Griffin-Lim PREVIEW" if conv.vocoder == "griffinlim" else conv.vocoder
     print(f"{out}: {len(conv.wav) / sr:.2f} s at {sr} Hz ({label})")
     return 0

@@ -204,8 +204,7 @@ def test_folder_mode_converts_all_and_reports_failures(ckpts, tmp_path, capsys):
 
 
 def test_mel_images_rendered_beside_each_converted_song(ckpts, tmp_path):
-    """Without --no_png every converted song gets its mel image (rendered while the vocoder runs); a song that
-    fails gets none."""
+    """Without --no_png every converted song gets its mel image; a song that fails gets none."""
     songs = tmp_path / "songs"
     songs.mkdir()
     x, sr = sf.read(SONG, dtype="float32")
