@@ -195,7 +195,6 @@ class LinearAttention(nn.Module):
         out = out.transpose(1, 2).reshape(b, h, w, -1).permute(0, 3, 1, 2)
         return self.to_out(out)
 
-
     def residual_inference(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """``x + gate * self(x)`` for channels-first x without autograd, in fewer operations: the query and output
         projections enter only linearly, so to_out(context^T q) + x = (gate Wo C^T Wq + I) x + gate bo with a
