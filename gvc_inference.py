@@ -89,6 +89,19 @@ def windows(n: int, chunk: int, context: int) -> list[tuple[int, int]]:
         o += chunk
 
 
+def batches(wins: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
+    """Consecutive windows of equal length in groups of at most ``size``, to run as one batch: each item then gets
+    exactly the padding (and so the output) it gets alone."""
+    groups: list[list[tuple[int, int]]] = []
+    for w in wins:
+        last = groups[-1] if groups else None
+        if last and len(last) < size and last[0][1] - last[0][0] == w[1] - w[0]:
+            last.append(w)
+        else:
+            groups.append([w])
+    return groups
+
+
 def crossfade_weights(start: int, end: int, n: int, context: int) -> np.ndarray:
     """Trapezoid weights of one window: linear ramps over the ``2 * context`` frames it shares with a neighbour.
 
@@ -182,7 +195,7 @@ class Converter:
 
     def __init__(self, model: str, config: str | None = None, device: str | None = None, vocoder: str = "bigvgan",
                  vocoder_model: str | None = None, hubert_model: str | None = None, f0_method: str | None = None,
-                 half: bool = False):
+                 half: bool = False, batch: int | None = None):
         from common.config import load_config
         from grad.checkpoint import load_gvc_model
 
@@ -194,6 +207,7 @@ class Converter:
                                  f"with --config {config} for {overlay_cfg.grad.version}")
         self.model.eval()
         self.half = half and self.device.type == "cuda"
+        self.batch = max(1, int(batch if batch is not None else self.cfg.infer.batch_windows))
         self.vocoder_kind = vocoder
         self.vocoder_model = vocoder_model
         self.hubert_model = hubert_model
@@ -225,17 +239,19 @@ class Converter:
         acc = torch.zeros(self.cfg.grad.n_mels, n)
         wsum = torch.zeros(n)
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else contextlib.nullcontext()
-        for start, end in windows(n, icfg.out_chunk, icfg.hop_frame):
-            v = torch.from_numpy(vec[start:end]).float().unsqueeze(0).to(self.device)
-            p = torch.from_numpy(f0[start:end]).float().unsqueeze(0).to(self.device)
+        for group in batches(windows(n, icfg.out_chunk, icfg.hop_frame), self.batch):
+            v = torch.from_numpy(np.stack([vec[s:e] for s, e in group])).float().to(self.device)
+            p = torch.from_numpy(np.stack([f0[s:e] for s, e in group])).float().to(self.device)
+            source = noise.at(group[0][0]) if len(group) == 1 else _BatchNoise([noise.at(s) for s, _ in group])
             with autocast:
-                out = self.model.synthesise(v, p, spk_t, n_timesteps=steps, temperature=temperature, sampler=sampler,
-                                            noise=noise.at(start))
-            mel = out["mel"][0, :, : end - start].float().cpu()
-            w = torch.from_numpy(crossfade_weights(start, end, n, icfg.hop_frame))
-            acc[:, start:end] += mel * w
-            wsum[start:end] += w
-            del out
+                out = self.model.synthesise(v, p, spk_t.expand(len(group), -1), n_timesteps=steps,
+                                            temperature=temperature, sampler=sampler, noise=source)
+            mels = out["mel"].float().cpu()
+            for i, (start, end) in enumerate(group):
+                w = torch.from_numpy(crossfade_weights(start, end, n, icfg.hop_frame))
+                acc[:, start:end] += mels[i, :, : end - start] * w
+                wsum[start:end] += w
+            del out, mels
             release_memory()
         return acc / wsum.clamp_min(1e-6)
 
@@ -332,6 +348,20 @@ class _WindowNoise(NoiseSource):
         return out.to(dtype=like.dtype, device=like.device)
 
 
+class _BatchNoise(NoiseSource):
+    """The noise of a batch of windows: item i draws what window i draws alone (``PositionalNoise.at``)."""
+
+    def __init__(self, items: list[_WindowNoise]):
+        super().__init__()
+        self.items = items
+
+    def randn(self, shape, like: torch.Tensor) -> torch.Tensor:
+        batch, *rest = shape
+        if batch != len(self.items):
+            raise ValueError(f"noise for a batch of {batch} requested from {len(self.items)} windows")
+        return torch.cat([item.randn((1, *rest), like) for item in self.items])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # command line
 
@@ -355,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default=None, help=f"output wav (default {DEFAULT_OUT}; a folder in folder mode)")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     ap.add_argument("--half", action="store_true", help="float16 autocast for the acoustic model (CUDA only)")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="acoustic-model windows (24 s each) run this many at a time: faster on a GPU for long "
+                         "songs, more memory; the same output (default: the config's infer.batch_windows, 1)")
     ap.add_argument("--vocoder", choices=["bigvgan", "griffinlim"], default="bigvgan",
                     help="griffinlim: a preview without the NSF-BigVGAN checkpoint")
     ap.add_argument("--vocoder_model", default=None, help="default bigvgan_pretrain/nsf_bigvgan_pretrain_32K.pth")
@@ -375,7 +408,7 @@ def write_outputs(conv: Conversion, out: Path, sr: int, pitch_wav: np.ndarray | 
 
 def run(args) -> int:
     converter = Converter(args.model, args.config, args.device, args.vocoder, args.vocoder_model, args.hubert_model,
-                          args.f0_method, args.half)
+                          args.f0_method, args.half, args.batch)
     cfg = converter.cfg
     spk = mix_speakers(args.spk, args.spk_weights, cfg.data.speaker_backend)
     shift_f0(np.zeros(1), args.shift)  # refuse an absurd shift before any work

@@ -78,7 +78,8 @@ def one(args) -> dict:
     bv, bv_note = checkpoint(REPO / "bigvgan_pretrain" / "nsf_bigvgan_pretrain_32K.pth", "nsf_bigvgan_generator")
     hub, hub_note = checkpoint(REPO / "hubert_pretrain" / "hubert-soft-0d54a1f4.pt", "hubert_soft", "module.")
     config = str(REPO / "configs" / "v2.yaml") if args.version == "v2" else None
-    conv = Converter(gvc, config=config, device=str(device), vocoder_model=bv, hubert_model=hub, half=args.half)
+    conv = Converter(gvc, config=config, device=str(device), vocoder_model=bv, hubert_model=hub, half=args.half,
+                     batch=args.batch)
     wav_path = song(args.one, Path(args.work) / f"song_{args.one:g}.wav")
     from common.audio import load_audio
 
@@ -127,7 +128,7 @@ def one(args) -> dict:
         "seconds": args.one, "frames": n, "device": str(device),
         "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
         "weights": {"gvc": gvc_note, "bigvgan": bv_note, "hubert": hub_note}, "version": args.version,
-        "half": bool(conv.half),
+        "half": bool(conv.half), "batch_windows": conv.batch,
         "stages_s": {k: round(v, 3) for k, v in stages.items()},
         "stages_rtf": {k: round(v / args.one, 4) for k, v in stages.items()},
         "decoder": decoder,
@@ -157,6 +158,7 @@ def main(argv=None) -> None:
     ap.add_argument("--accuracy", action="store_true")
     ap.add_argument("--no_e2e", action="store_true", help="end to end = sum of the stages (no separate run)")
     ap.add_argument("--repeat", type=int, default=1, help="end to end runs; their median is reported")
+    ap.add_argument("--batch", type=int, default=1, help="acoustic-model windows at a time (gvc_inference --batch)")
     ap.add_argument("--work", default="/tmp")
     ap.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -169,7 +171,7 @@ def main(argv=None) -> None:
         cmd = [sys.executable, __file__, "--one", str(s), "--version", args.version, "--work", args.work,
                "--runs", *args.runs] + (["--device", args.device] if args.device else []) + (
             ["--half"] if args.half else []) + (["--accuracy"] if args.accuracy else []) + (
-            ["--no_e2e"] if args.no_e2e else []) + ["--repeat", str(args.repeat)]
+            ["--no_e2e"] if args.no_e2e else []) + ["--repeat", str(args.repeat), "--batch", str(args.batch)]
         res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if res.returncode != 0:
             results.append({"seconds": s, "error": res.stderr[-1500:]})

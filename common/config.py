@@ -95,6 +95,7 @@ class InferConfig:
     hop_frame: int = 8
     vocoder_chunk: int = 2400
     vocoder_overlap: int = 32
+    batch_windows: int = 1
 
 
 @dataclass
