@@ -275,7 +275,7 @@ class Converter:
         gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
         icfg = self.cfg.infer
         return vocode(self._bigvgan(), mel.to(self.device), torch.from_numpy(f0).float().to(self.device),
-                      chunk=icfg.vocoder_chunk, overlap=icfg.vocoder_overlap, noise_generator=gen)
+                      chunk=icfg.vocoder_chunk, overlap=icfg.vocoder_overlap, noise_generator=gen, batch=self.batch)
 
     def pitch_wav(self, f0: np.ndarray, seed: int | None = None) -> np.ndarray:
         """The F0 check wav the original writes (the vocoder's harmonic source alone), int16 at 32 kHz."""
@@ -386,8 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     ap.add_argument("--half", action="store_true", help="float16 autocast for the acoustic model (CUDA only)")
     ap.add_argument("--batch", type=int, default=None,
-                    help="acoustic-model windows (24 s each) run this many at a time: faster on a GPU for long "
-                         "songs, more memory; the same output (default: the config's infer.batch_windows, 1)")
+                    help="acoustic-model and vocoder windows (24 s each) run this many at a time: faster on a "
+                         "GPU for long songs, more memory; the same output (default: infer.batch_windows, 1)")
     ap.add_argument("--vocoder", choices=["bigvgan", "griffinlim"], default="bigvgan",
                     help="griffinlim: a preview without the NSF-BigVGAN checkpoint")
     ap.add_argument("--vocoder_model", default=None, help="default bigvgan_pretrain/nsf_bigvgan_pretrain_32K.pth")

@@ -44,24 +44,47 @@ def plan_windows(n_frames: int, chunk: int, overlap: int) -> list[Window]:
     return [Window(s, e, max(0, s - overlap), min(n_frames, e + overlap)) for s, e in zip(starts, ends)]
 
 
+def group_equal(windows: list[Window], size: int) -> list[list[Window]]:
+    """Consecutive windows of equal length (``win_end - win_start``) in groups of at most ``size``."""
+    groups: list[list[Window]] = []
+    for w in windows:
+        last = groups[-1] if groups else None
+        if last and len(last) < size and last[0].win_end - last[0].win_start == w.win_end - w.win_start:
+            last.append(w)
+        else:
+            groups.append([w])
+    return groups
+
+
 def synthesize_chunked(
     n_frames: int,
     hop: int,
     chunk: int,
     overlap: int,
-    render: Callable[[Window], np.ndarray],
+    render: Callable[[Window], np.ndarray] | None = None,
+    render_many: Callable[[list[Window]], list[np.ndarray]] | None = None,
+    batch: int = 1,
 ) -> np.ndarray:
     """Assemble ``render(window)`` outputs (``(win_end - win_start) * hop`` samples each) into ``n_frames * hop``.
 
-    Seams are crossfaded linearly over ``overlap * hop`` samples centred on the core boundary. Returns float32.
+    With ``render_many``, equal-length windows go to it ``batch`` at a time (in order) instead. Seams are
+    crossfaded linearly over ``overlap * hop`` samples centred on the core boundary. Returns float32.
     """
     out = np.zeros(n_frames * hop, dtype=np.float32)
     windows = plan_windows(n_frames, chunk, overlap)
     half = overlap * hop // 2
     fade = 2 * half  # samples in one crossfade
     ramp = (np.arange(fade, dtype=np.float64) + 0.5) / max(fade, 1)  # 0 -> 1, symmetric: ramp + ramp[::-1] == 1
-    for i, w in enumerate(windows):
-        audio = np.asarray(render(w), dtype=np.float32).reshape(-1)
+
+    def rendered():
+        if render_many is None:
+            yield from ((w, render(w)) for w in windows)
+            return
+        for group in group_equal(windows, max(1, batch)):
+            yield from zip(group, render_many(group))
+
+    for i, (w, audio) in enumerate(rendered()):  # in window order
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         expected = (w.win_end - w.win_start) * hop
         if audio.shape[0] != expected:
             raise RuntimeError(f"chunk renderer returned {audio.shape[0]} samples for a {expected}-sample window")

@@ -374,6 +374,7 @@ def vocode(
     overlap: int = 32,
     noise_generator: torch.Generator | None = None,
     add_noise: bool = True,
+    batch: int = 1,
 ) -> np.ndarray:
     """Mel ``(100, T)`` + F0 ``(T,)`` Hz -> float32 audio ``(320 T,)`` at 32 kHz, in bounded memory.
 
@@ -382,7 +383,8 @@ def vocode(
     start is summed per frame over the whole song), the initial phases are drawn once, and the source noise is drawn
     in fixed blocks over the whole song, so the result does not depend on ``chunk`` away from the seams (and not at
     all where the generator's receptive field fits in ``overlap / 2`` frames). ``add_noise=False`` uses zero initial
-    phases and zero source noise (deterministic).
+    phases and zero source noise (deterministic). ``batch`` > 1 renders that many equal-length windows at once (the
+    same noise and phases as one at a time: the same audio, more memory; for GPUs).
     """
     if mel.dim() != 2 or f0.dim() != 1 or mel.shape[1] != f0.shape[0]:
         raise ValueError(f"vocode expects mel (n_mels, T) and f0 (T,), got {tuple(mel.shape)} and {tuple(f0.shape)}")
@@ -399,22 +401,25 @@ def vocode(
     else:
         rand_ini = torch.zeros(1, n_h)
 
-    def render(w: Window) -> np.ndarray:
-        f0_w = f0[None, w.win_start: w.win_end]
-        n_samples = (w.win_end - w.win_start) * hop
-        if add_noise:
-            sine_noise = block_noise.get(w.win_start * hop, w.win_end * hop)
+    def render_many(ws: list[Window]) -> list[np.ndarray]:
+        n_samples = (ws[0].win_end - ws[0].win_start) * hop  # equal for every window of the group
+        f0_w = torch.stack([f0[w.win_start: w.win_end] for w in ws])
+        if add_noise:  # drawn window after window, as one at a time would
+            sine_noise = torch.cat([block_noise.get(w.win_start * hop, w.win_end * hop) for w in ws])
         else:
-            sine_noise = torch.zeros(1, n_samples, n_h)
-        offset = harmonic_phase_offset(f0[None, : w.win_start], hop, n_h, generator.m_source.sampling_rate)
+            sine_noise = torch.zeros(len(ws), n_samples, n_h)
+        offset = torch.cat([harmonic_phase_offset(f0[None, : w.win_start], hop, n_h,
+                                                  generator.m_source.sampling_rate) for w in ws])
+        mel_w = torch.stack([mel[:, w.win_start: w.win_end] for w in ws])
         with torch.inference_mode():
-            har = generator.harmonic_source(f0_w, (rand_ini.to(device), sine_noise.to(device)), phase_offset=offset)
-            audio = generator.decode(mel[None, :, w.win_start: w.win_end], har.to(dtype))["audio"]
-        out = audio[0, 0].float().cpu().numpy()
+            har = generator.harmonic_source(f0_w, (rand_ini.expand(len(ws), -1).to(device), sine_noise.to(device)),
+                                            phase_offset=offset)
+            audio = generator.decode(mel_w, har.to(dtype))["audio"]
+        out = list(audio[:, 0].float().cpu().numpy())
         del audio, har
         release_memory()
         return out
 
     if n_frames == 0:
         return np.zeros(0, dtype=np.float32)
-    return synthesize_chunked(n_frames, hop, chunk, overlap, render)
+    return synthesize_chunked(n_frames, hop, chunk, overlap, render_many=render_many, batch=batch)

@@ -292,6 +292,18 @@ def test_vocode_chunked_equals_unchunked(small_generator):
     assert np.abs(noisy_whole - whole).max() > 1e-3
 
 
+def test_vocode_batched_windows_equal_one_at_a_time(small_generator):
+    """batch > 1 renders equal-length windows together with the noise and sine phases each gets alone."""
+    mel, f0 = _song(250)  # chunk 40, overlap 32: windows of 72, 104 x 4, 82 frames
+    from bigvgan.chunks import group_equal
+
+    assert [len(g) for g in group_equal(plan_windows(250, 40, 32), 3)] == [1, 3, 1, 1]
+    one = vocode(small_generator, mel, f0, chunk=40, noise_generator=torch.Generator().manual_seed(4))
+    batched = vocode(small_generator, mel, f0, chunk=40, noise_generator=torch.Generator().manual_seed(4), batch=3)
+    assert batched.shape == one.shape == (250 * 320,)
+    assert np.abs(batched - one).max() <= 1e-5 * np.abs(one).max()
+
+
 def test_vocode_silence_and_empty(small_generator):
     silent = torch.full((100, 20), float(np.log(1e-5)))
     out = vocode(small_generator, silent, torch.zeros(20), chunk=10, overlap=4)
