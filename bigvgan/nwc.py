@@ -89,10 +89,13 @@ class _PolyphasePlan:
 
 
 def _plan(act: SnakeAlias) -> _PolyphasePlan:
-    plan = act.__dict__.get("_nwc_plan")
-    if plan is None:
-        plan = act.__dict__["_nwc_plan"] = _PolyphasePlan(act)
-    return plan
+    """The module's plan, made again whenever its filter buffers change (e.g. loaded from a file)."""
+    filters = (act.upsample.filter, act.downsample.lowpass.filter)
+    key = tuple((f.data_ptr(), f._version) for f in filters)
+    cached = act.__dict__.get("_nwc_plan")
+    if cached is None or cached[0] != key:
+        cached = act.__dict__["_nwc_plan"] = (key, _PolyphasePlan(act))
+    return cached[1]
 
 
 def snake_alias_nwc(act: SnakeAlias, x: torch.Tensor) -> torch.Tensor:
