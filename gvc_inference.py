@@ -90,16 +90,10 @@ def windows(n: int, chunk: int, context: int) -> list[tuple[int, int]]:
 
 
 def batches(wins: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
-    """Consecutive windows of equal length in groups of at most ``size``, to run as one batch: each item then gets
-    exactly the padding (and so the output) it gets alone."""
-    groups: list[list[tuple[int, int]]] = []
-    for w in wins:
-        last = groups[-1] if groups else None
-        if last and len(last) < size and last[0][1] - last[0][0] == w[1] - w[0]:
-            last.append(w)
-        else:
-            groups.append([w])
-    return groups
+    """Consecutive ``(start, end)`` windows of equal length in groups of at most ``size``, run as one batch."""
+    from bigvgan.chunks import group_equal
+
+    return group_equal(wins, size, length=lambda w: w[1] - w[0])
 
 
 def crossfade_weights(start: int, end: int, n: int, context: int) -> np.ndarray:

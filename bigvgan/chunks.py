@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,14 @@ def plan_windows(n_frames: int, chunk: int, overlap: int) -> list[Window]:
     return [Window(s, e, max(0, s - overlap), min(n_frames, e + overlap)) for s, e in zip(starts, ends)]
 
 
-def group_equal(windows: list[Window], size: int) -> list[list[Window]]:
-    """Consecutive windows of equal length (``win_end - win_start``) in groups of at most ``size``."""
-    groups: list[list[Window]] = []
+def group_equal(windows: list[T], size: int, length: Callable[[T], int] = lambda w: w.win_end - w.win_start,
+                ) -> list[list[T]]:
+    """Consecutive windows of equal ``length`` in groups of at most ``size`` (to run as one batch: each window then
+    gets exactly the padding, and so the output, it gets alone)."""
+    groups: list[list[T]] = []
     for w in windows:
         last = groups[-1] if groups else None
-        if last and len(last) < size and last[0].win_end - last[0].win_start == w.win_end - w.win_start:
+        if last and len(last) < size and length(last[0]) == length(w):
             last.append(w)
         else:
             groups.append([w])
