@@ -87,10 +87,7 @@ def conv3x3(conv: nn.Conv2d, x: torch.Tensor, winograd: bool) -> torch.Tensor:
     if winograd and x.shape[1] < 8:  # the 3-channel input: one GEMM over the 3x3 patches (mkldnn: ~2x slower)
         b, _, h, w = x.shape
         cols = F.unfold(x, 3, padding=1)  # [B, C_in * 9, F * T]
-        y = x.new_empty(b, conv.out_channels, h * w)
-        for i in range(b):
-            torch.addmm(conv.bias[:, None], conv.weight.flatten(1), cols[i], out=y[i])
-        return y.view(b, -1, h, w)
+        return matmul_items(conv.weight.flatten(1), cols, conv.bias).view(b, -1, h, w)
     y = conv3x3_weights(x, conv.weight, conv.bias) if winograd and _NNPACK else None
     return conv(x) if y is None else y
 
@@ -114,21 +111,26 @@ def conv3x3_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         return None
 
 
+def matmul_items(weight: torch.Tensor, x3: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``weight`` [O, K] (shared) or [B, O, K] (per item) times ``x3`` [B, K, N], plus ``bias`` [O] -> [B, O, N], one
+    matrix product per item (torch.matmul would transpose-copy a broadcast [B, K, N] operand)."""
+    y = x3.new_empty(x3.shape[0], weight.shape[-2], x3.shape[-1])
+    for i in range(x3.shape[0]):
+        w = weight if weight.dim() == 2 else weight[i]
+        if bias is None:
+            torch.mm(w, x3[i], out=y[i])
+        else:
+            torch.addmm(bias[:, None], w, x3[i], out=y[i])
+    return y
+
+
 def conv1x1(conv: nn.Module, x: torch.Tensor, winograd: bool) -> torch.Tensor:
     """A 1x1 convolution (or Identity); on the channels-first Winograd path as one matrix product per item
     (mkldnn's channels-first 1x1 kernels are about 2x slower than the GEMM here)."""
     if not winograd or not isinstance(conv, nn.Conv2d):
         return conv(x)
     b, _, h, w = x.shape
-    weight = conv.weight.flatten(1)
-    x3 = x.reshape(b, -1, h * w)
-    y = x.new_empty(b, weight.shape[0], h * w)
-    for i in range(b):  # per item: torch.matmul would transpose-copy a [B, C, N] operand
-        if conv.bias is None:
-            torch.mm(weight, x3[i], out=y[i])
-        else:
-            torch.addmm(conv.bias[:, None], weight, x3[i], out=y[i])
-    return y.view(b, -1, h, w)
+    return matmul_items(conv.weight.flatten(1), x.reshape(b, -1, h * w), conv.bias).view(b, -1, h, w)
 
 
 class Block(nn.Module):
@@ -181,15 +183,12 @@ class LinearAttention(nn.Module):
         self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
         self.to_out = nn.Conv2d(hidden, dim, 1)
 
-    def forward(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        qkv = conv1x1(self.to_qkv, x, winograd).flatten(2)  # [B, 3 * heads * d, N] (a view in either layout)
+        qkv = self.to_qkv(x).flatten(2)  # [B, 3 * heads * d, N] (a view also for channels-last input)
         q, k, v = qkv.unflatten(1, (3, self.heads, -1)).unbind(1)  # each [B, heads, d, N]
         k = k.softmax(dim=-1)
         context = torch.matmul(k, v.transpose(-1, -2))  # [B, heads, d_k, d_v]
-        if winograd:  # channels-first: [B, heads, d_v, N] directly, the same sums as below
-            out = torch.matmul(context.transpose(-1, -2), q).reshape(b, -1, h, w)
-            return conv1x1(self.to_out, out, winograd)
         out = torch.matmul(q.transpose(-1, -2), context)  # [B, heads, N, d_v]
         # [B, N, heads * d_v] viewed as a channels-last image: no copy back to channels-first
         out = out.transpose(1, 2).reshape(b, h, w, -1).permute(0, 3, 1, 2)
@@ -204,20 +203,14 @@ class LinearAttention(nn.Module):
         hidden = self.to_out.weight.shape[1]
         x3 = x.reshape(b, c, h * w)
         w_q, w_kv = self.to_qkv.weight.flatten(1).split([hidden, 2 * hidden])
-        kv = x.new_empty(b, 2 * hidden, h * w)
-        for i in range(b):
-            torch.mm(w_kv, x3[i], out=kv[i])
+        kv = matmul_items(w_kv, x3)
         k, v = kv.unflatten(1, (2, self.heads, -1)).unbind(1)  # each [B, heads, d, N]
         context = torch.matmul(k.softmax(dim=-1), v.transpose(-1, -2))  # [B, heads, d_k, d_v]
         # (C^T Wq) per head: [B, heads, d_v, C] -> [B, heads * d_v, C]; then Wo (C^T Wq) [B, C, C]
         cq = torch.matmul(context.transpose(-1, -2), w_q.view(self.heads, -1, c)).flatten(1, 2)
         mat = torch.matmul(self.to_out.weight.flatten(1), cq).mul_(gate)
         mat.diagonal(dim1=-2, dim2=-1).add_(1)
-        bias = self.to_out.bias * gate
-        y = x.new_empty(b, c, h * w)
-        for i in range(b):
-            torch.addmm(bias[:, None], mat[i], x3[i], out=y[i])
-        return y.view(b, c, h, w)
+        return matmul_items(mat, x3, self.to_out.bias * gate).view(b, c, h, w)
 
 
 class Rezero(nn.Module):
@@ -228,8 +221,8 @@ class Rezero(nn.Module):
         self.fn = fn
         self.g = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
-        y = self.fn(x, winograd)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fn(x)
         return y.mul_(self.g) if _inplace() else y * self.g
 
 
@@ -238,12 +231,18 @@ class Residual(nn.Module):
         super().__init__()
         self.fn = fn
 
-    def forward(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
-        fn = self.fn
-        if winograd and isinstance(fn, Rezero) and isinstance(fn.fn, LinearAttention):
-            return fn.fn.residual_inference(x, fn.g)  # the gated attention with its residual folded into one GEMM
-        y = fn(x, winograd)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fn(x)
         return y.add_(x) if _inplace() else y + x
+
+
+def attend(block: Residual, x: torch.Tensor, winograd: bool) -> torch.Tensor:
+    """One attention level of the U-Net, ``Residual(Rezero(LinearAttention))``: on the Winograd path the gated
+    attention and its residual folded into one matrix product (``LinearAttention.residual_inference``)."""
+    if winograd:
+        gated = block.fn
+        return gated.fn.residual_inference(x, gated.g)
+    return block(x)
 
 
 class Downsample(nn.Module):
@@ -365,19 +364,19 @@ class UNetEstimator(nn.Module):
         for (resnet1, resnet2, attn, down), m in zip(self.downs, levels):
             h = resnet1(h, m, t_emb, winograd)
             h = resnet2(h, m, t_emb, winograd)
-            h = attn(h, winograd)
+            h = attend(attn, h, winograd)
             skips.append(h)
             h = down(masked(h, m))
         m = levels[-1]
         h = self.mid_block1(h, m, t_emb, winograd)
-        h = self.mid_attn(h, winograd)
+        h = attend(self.mid_attn, h, winograd)
         h = self.mid_block2(h, m, t_emb, winograd)
         # the up levels run at the resolutions of the down levels but the first, deepest first
         for (resnet1, resnet2, attn, up), m in zip(self.ups, reversed(levels[1:])):
             h = torch.cat((h, skips.pop()), dim=1)
             h = resnet1(h, m, t_emb, winograd)
             h = resnet2(h, m, t_emb, winograd)
-            h = attn(h, winograd)
+            h = attend(attn, h, winograd)
             h = up(masked(h, m), winograd)
         m = levels[0]
         h = self.final_block(h, m, winograd)
