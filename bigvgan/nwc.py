@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bigvgan.alias import SnakeAlias
+from common.derived import derived
 
 __all__ = ["decode_nwc", "usable"]
 
@@ -90,12 +91,8 @@ class _PolyphasePlan:
 
 def _plan(act: SnakeAlias) -> _PolyphasePlan:
     """The module's plan, made again whenever its filter buffers change (e.g. loaded from a file)."""
-    filters = (act.upsample.filter, act.downsample.lowpass.filter)
-    key = tuple((f.data_ptr(), f._version) for f in filters)
-    cached = act.__dict__.get("_nwc_plan")
-    if cached is None or cached[0] != key:
-        cached = act.__dict__["_nwc_plan"] = (key, _PolyphasePlan(act))
-    return cached[1]
+    return derived(act, "_nwc_plan", (act.upsample.filter, act.downsample.lowpass.filter),
+                   lambda: _PolyphasePlan(act))
 
 
 def snake_alias_nwc(act: SnakeAlias, x: torch.Tensor) -> torch.Tensor:

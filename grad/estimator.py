@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.derived import derived
+
 log = logging.getLogger(__name__)
 
 DIM_MULTS = (1, 2, 4)
@@ -268,16 +270,16 @@ class Upsample(nn.Module):
         """[C_out * 4, C_in, 3, 3] (channels ordered (out, row phase, column phase)) and the bias repeated to match;
         recomputed only when the parameters change."""
         wt, bias = self.conv.weight, self.conv.bias
-        key = (wt.data_ptr(), wt._version, bias.data_ptr(), bias._version, wt.device, wt.dtype)
-        cached = getattr(self, "_phase_cache", None)
-        if cached is None or cached[0] != key:
+
+        def make() -> tuple[torch.Tensor, torch.Tensor]:
             c_in, c_out = wt.shape[:2]
             k = wt.new_zeros(c_out, 2, 2, c_in, 3, 3)
             for (a, py), ky in _PHASE_TAPS.items():
                 for (b, px), kx in _PHASE_TAPS.items():
                     k[:, a, b, :, py, px] = wt[:, :, ky, kx].t()
-            self._phase_cache = cached = (key, k.reshape(c_out * 4, c_in, 3, 3), bias.repeat_interleave(4))
-        return cached[1], cached[2]
+            return k.reshape(c_out * 4, c_in, 3, 3), bias.repeat_interleave(4)
+
+        return derived(self, "_phase_cache", (wt, bias), make)
 
     def forward(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
         if winograd and _NNPACK:  # sub-pixel form through the Winograd 3x3 path: ~25% faster than mkldnn's

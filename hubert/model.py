@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.checkpoint import CheckpointError, load_checkpoint, load_state_report, strip_prefix
+from common.derived import derived
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +109,11 @@ class WeightNormConv1d(nn.Module):
         if torch.is_grad_enabled():
             return self.weight_v * (self.weight_g / self._norm(self.weight_v))
         # inference: computed once per parameter version (the norm of the [768, 48, 128] kernel took ~16 ms a call)
-        key = (self.weight_v.data_ptr(), self.weight_v._version, self.weight_g.data_ptr(), self.weight_g._version,
-               self.weight_v.device, self.weight_v.dtype)
-        cached = getattr(self, "_weight_cache", None)
-        if cached is None or cached[0] != key:
+        def make() -> torch.Tensor:
             with torch.no_grad():
-                w = self.weight_v * (self.weight_g / self._norm(self.weight_v))
-            self._weight_cache = cached = (key, w)
-        return cached[1]
+                return self.weight_v * (self.weight_g / self._norm(self.weight_v))
+
+        return derived(self, "_weight_cache", (self.weight_v, self.weight_g), make)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv1d(x, self.weight(), self.bias, padding=self.padding, groups=self.groups)

@@ -49,3 +49,32 @@ def test_load_checkpoint_reads_zip_and_legacy_saves(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt: cannot load checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_derived_values_are_remade_only_when_a_source_changes():
+    """common.derived: one computation while the sources stay as they are; another after an in-place update, a
+    replaced tensor or a cast."""
+    import torch
+
+    from common.derived import derived
+
+    class Owner:
+        pass
+
+    owner, calls = Owner(), []
+    w = torch.ones(3)
+
+    def make():
+        calls.append(1)
+        return w * 2
+
+    assert torch.equal(derived(owner, "_d", (w,), make), torch.full((3,), 2.0))
+    derived(owner, "_d", (w,), make)
+    assert len(calls) == 1
+    w.add_(1)  # in place: the version counter moves
+    assert torch.equal(derived(owner, "_d", (w,), make), torch.full((3,), 4.0)) and len(calls) == 2
+    w = torch.zeros(3)  # another tensor
+    assert torch.equal(derived(owner, "_d", (w,), make), torch.zeros(3)) and len(calls) == 3
+    w = w.double()
+    derived(owner, "_d", (w,), make)
+    assert len(calls) == 4
