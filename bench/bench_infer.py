@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from common.runtime import default_device, tune_allocator
+from common.runtime import default_device, synchronize, tune_allocator
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "fixtures" / "corpus"
@@ -50,16 +50,12 @@ def song(seconds: float, path: Path) -> Path:
     return path
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
 
 def timed(fn, device):
-    sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     out = fn()
-    sync(device)
+    synchronize(device)
     return out, time.perf_counter() - t0
 
 

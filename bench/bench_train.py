@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from common.config import REPO_ROOT, load_config
-from common.runtime import default_device, tune_allocator
+from common.runtime import default_device, synchronize, tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,6 @@ def write_features(root: Path, n_items: int, lengths: tuple[int, int], seed: int
     return lines
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def bench_data(tr, state, n_batches: int) -> dict:
     """DataLoader + collate alone (the trainer's loader, its workers)."""
@@ -83,11 +79,11 @@ def bench_step(tr, state, batch, steps: int, warmup: int) -> dict:
     """The bare optimizer step on one resident batch."""
     for _ in range(warmup):
         tr.train_step(state, batch)
-    sync(state.device)
+    synchronize(state.device)
     t0 = time.perf_counter()
     for _ in range(steps):
         tr.train_step(state, batch)
-    sync(state.device)
+    synchronize(state.device)
     dt = time.perf_counter() - t0
     b = state.cfg.train.batch_size
     return {"steps": steps, "s_per_step": dt / steps, "steps_per_s": steps / dt, "samples_per_s": steps * b / dt}
@@ -104,20 +100,20 @@ def bench_loop(tr, state, steps: int) -> dict:
     step_fn = tr.train_step
 
     def timed_step(st, batch):
-        sync(st.device)
+        synchronize(st.device)
         t = time.perf_counter()
         starts.append(t)
         out = step_fn(st, batch)
-        sync(st.device)
+        synchronize(st.device)
         inside.append(time.perf_counter() - t)
         return out
 
     tr.train_step = timed_step
     try:
-        sync(state.device)
+        synchronize(state.device)
         t0 = time.perf_counter()
         tr.train(state, max_steps=steps)
-        sync(state.device)
+        synchronize(state.device)
         total = time.perf_counter() - t0
     finally:
         tr.train_step = step_fn

@@ -12,7 +12,6 @@ the base architecture; synthetic batches of the trainer's shapes. No assertions:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
 
@@ -20,36 +19,25 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from common.config import load_config
-from common.runtime import default_device, tune_allocator
+from common.runtime import default_device, synchronize, tune_allocator
 from grad.model import GradSVC
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def autocast(device: torch.device, precision: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    if dtype is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype)
+from gvc_trainer import autocast_context
 
 
 def measure(fn, device: torch.device, repeats: int, top: int) -> dict:
     """Wall time per call after two warm-up calls, then one profiled call: kernel count and top operators."""
     for _ in range(2):
         fn()
-    sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
         fn()
-    sync(device)
+    synchronize(device)
     wall = (time.perf_counter() - t0) / repeats
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         fn()
-        sync(device)
+        synchronize(device)
     events = prof.key_averages()
     if device.type == "cuda":
         key = "self_device_time_total"
@@ -95,7 +83,7 @@ def main(argv=None) -> int:
     for precision in ("fp32", "bf16") if device.type == "cuda" else ("fp32",):
         def step(precision=precision):
             optim.zero_grad(set_to_none=True)
-            with autocast(device, precision):
+            with autocast_context(device, precision):
                 losses = model.compute_loss(mel, lengths, vec, pit, spk, out_size=segment, use_decoder=True)
             sum(losses.values()).backward()
             optim.step()
@@ -119,11 +107,11 @@ def main(argv=None) -> int:
         vmel = torch.randn(1, cfg.grad.n_mels, n, device=device) - 5.0
         for precision in ("fp32", "fp16") if device.type == "cuda" else ("fp32",):
             def unet(precision=precision):
-                with autocast(device, precision):
+                with autocast_context(device, precision):
                     est(s64, x, mask, mu, tt)
 
             def vocoder(precision=precision):
-                with autocast(device, precision):
+                with autocast_context(device, precision):
                     voc.decode(vmel, har)
 
             out["cases"][f"unet_{precision}_{n}frames"] = measure(unet, device, args.repeats, args.top)

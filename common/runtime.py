@@ -41,6 +41,15 @@ def default_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def synchronize(device) -> None:
+    """Wait for the work queued on a CUDA ``device`` (timing); nothing elsewhere."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def tune_allocator() -> bool:
     """Raise glibc's mmap and trim thresholds to 1 GiB (once per process); False where it does not apply."""
     global _done
