@@ -89,13 +89,6 @@ def windows(n: int, chunk: int, context: int) -> list[tuple[int, int]]:
         o += chunk
 
 
-def batches(wins: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
-    """Consecutive ``(start, end)`` windows of equal length in groups of at most ``size``, run as one batch."""
-    from bigvgan.chunks import group_equal
-
-    return group_equal(wins, size, length=lambda w: w[1] - w[0])
-
-
 def crossfade_weights(start: int, end: int, n: int, context: int) -> np.ndarray:
     """Trapezoid weights of one window: linear ramps over the ``2 * context`` frames it shares with a neighbour.
 
@@ -233,13 +226,16 @@ class Converter:
         acc = torch.zeros(self.cfg.grad.n_mels, n)
         wsum = torch.zeros(n)
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else contextlib.nullcontext()
-        for group in batches(windows(n, icfg.out_chunk, icfg.hop_frame), self.batch):
+        from bigvgan.chunks import group_equal
+
+        wins = windows(n, icfg.out_chunk, icfg.hop_frame)
+        for group in group_equal(wins, self.batch, length=lambda w: w[1] - w[0]):
             v = torch.from_numpy(np.stack([vec[s:e] for s, e in group])).float().to(self.device)
             p = torch.from_numpy(np.stack([f0[s:e] for s, e in group])).float().to(self.device)
-            source = noise.at(group[0][0]) if len(group) == 1 else _BatchNoise([noise.at(s) for s, _ in group])
             with autocast:
                 out = self.model.synthesise(v, p, spk_t.expand(len(group), -1), n_timesteps=steps,
-                                            temperature=temperature, sampler=sampler, noise=source)
+                                            temperature=temperature, sampler=sampler,
+                                            noise=_BatchNoise([noise.at(s) for s, _ in group]))
             mels = out["mel"].float().cpu()
             for i, (start, end) in enumerate(group):
                 w = torch.from_numpy(crossfade_weights(start, end, n, icfg.hop_frame))

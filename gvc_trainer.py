@@ -673,8 +673,7 @@ def validate(state: TrainState, vocoder) -> dict[str, float]:
 
 def batches(state: TrainState) -> Iterator[dict[str, torch.Tensor]]:
     """The remaining batches of ``state.epoch`` (same items and windows as an uninterrupted run)."""
-    state.train_set.set_epoch(state.epoch)
-    state.sampler.set_epoch(state.epoch, skip_batches=state.batch_in_epoch)
+    state.sampler.set_epoch(state.epoch, skip_batches=state.batch_in_epoch)  # EpochTagged hands it to the dataset
     if state.loader is None:
         # one loader for the whole run: its workers start once, not every epoch (the epoch rides with each index;
         # the dataset draws nothing from the workers' global RNGs)
