@@ -65,29 +65,21 @@ def synthesize_chunked(
     hop: int,
     chunk: int,
     overlap: int,
-    render: Callable[[Window], np.ndarray] | None = None,
-    render_many: Callable[[list[Window]], list[np.ndarray]] | None = None,
+    render: Callable[[list[Window]], list[np.ndarray]],
     batch: int = 1,
 ) -> np.ndarray:
-    """Assemble ``render(window)`` outputs (``(win_end - win_start) * hop`` samples each) into ``n_frames * hop``.
+    """Assemble the outputs of ``render(windows)`` (``(win_end - win_start) * hop`` samples per window) into
+    ``n_frames * hop``; equal-length windows go to it ``batch`` at a time, in order.
 
-    With ``render_many``, equal-length windows go to it ``batch`` at a time (in order) instead. Seams are
-    crossfaded linearly over ``overlap * hop`` samples centred on the core boundary. Returns float32.
+    Seams are crossfaded linearly over ``overlap * hop`` samples centred on the core boundary. Returns float32.
     """
     out = np.zeros(n_frames * hop, dtype=np.float32)
     windows = plan_windows(n_frames, chunk, overlap)
     half = overlap * hop // 2
     fade = 2 * half  # samples in one crossfade
     ramp = (np.arange(fade, dtype=np.float64) + 0.5) / max(fade, 1)  # 0 -> 1, symmetric: ramp + ramp[::-1] == 1
-
-    def rendered():
-        if render_many is None:
-            yield from ((w, render(w)) for w in windows)
-            return
-        for group in group_equal(windows, max(1, batch)):
-            yield from zip(group, render_many(group))
-
-    for i, (w, audio) in enumerate(rendered()):  # in window order
+    rendered = (pair for group in group_equal(windows, max(1, batch)) for pair in zip(group, render(group)))
+    for i, (w, audio) in enumerate(rendered):  # in window order
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         expected = (w.win_end - w.win_start) * hop
         if audio.shape[0] != expected:

@@ -70,4 +70,4 @@ def griffinlim_vocode(
 
     if mel.shape[1] == 0:
         return np.zeros(0, dtype=np.float32)
-    return synthesize_chunked(mel.shape[1], hop, chunk, overlap, render)
+    return synthesize_chunked(mel.shape[1], hop, chunk, overlap, lambda ws: [render(w) for w in ws])

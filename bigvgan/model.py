@@ -401,7 +401,7 @@ def vocode(
     else:
         rand_ini = torch.zeros(1, n_h)
 
-    def render_many(ws: list[Window]) -> list[np.ndarray]:
+    def render(ws: list[Window]) -> list[np.ndarray]:
         n_samples = (ws[0].win_end - ws[0].win_start) * hop  # equal for every window of the group
         f0_w = torch.stack([f0[w.win_start: w.win_end] for w in ws])
         if add_noise:  # drawn window after window, as one at a time would
@@ -422,4 +422,4 @@ def vocode(
 
     if n_frames == 0:
         return np.zeros(0, dtype=np.float32)
-    return synthesize_chunked(n_frames, hop, chunk, overlap, render_many=render_many, batch=batch)
+    return synthesize_chunked(n_frames, hop, chunk, overlap, render, batch)
