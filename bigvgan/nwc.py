@@ -73,7 +73,6 @@ class _PolyphasePlan:
         r = up.ratio
         if low.stride != r:
             raise ValueError(f"the low-pass stride {low.stride} must equal the upsampling ratio {r}")
-        self.ratio = r
         w = up.polyphase_weights(torch.float64)  # (r, D): phase p at i = sum_j w[p, j] x[i + j + d_min]
         self.up_pad = (-up._d_min, up._d_max)
         self.up_taps = [[(j, float(w[p, j])) for j in range(w.shape[1]) if w[p, j] != 0] for p in range(r)]

@@ -33,23 +33,15 @@ class Mish(nn.Module):
 _MISH_BLOCK = 1 << 18  # elements per pass: the block and its temporary (1 MiB each) stay in a core's L2 cache
 
 
-def _flat_view(x: torch.Tensor) -> torch.Tensor | None:
-    """A 1-D view of every element of ``x`` (contiguous or channels-last 4-D), else None."""
-    if x.is_contiguous():
-        return x.view(-1)
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return x.permute(0, 2, 3, 1).reshape(-1)
-    return None
-
-
 def mish_(x: torch.Tensor) -> torch.Tensor:
     """In-place Mish. On CPU in float32 as ``x - 2x / ((1 + e^x)^2 + 1)``, the same function as x tanh(softplus(x))
     (tanh(log v) = (v^2 - 1) / (v^2 + 1) with v = 1 + e^x) with one exponential instead of three transcendental
     functions, in cache-sized blocks: about 3x faster than ``F.mish`` on AVX2 CPUs, absolute difference within
-    ~2e-7 |x| (+inf in gives NaN; GroupNorm outputs never get there). Elsewhere ``F.mish``."""
-    flat = _flat_view(x) if x.device.type == "cpu" and x.dtype == torch.float32 else None
-    if flat is None:
+    ~2e-7 |x| (+inf in gives NaN; GroupNorm outputs never get there). Elsewhere (and for non-contiguous x)
+    ``F.mish``."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous():
         return F.mish(x, inplace=True)
+    flat = x.view(-1)
     buf = x.new_empty(min(flat.numel(), _MISH_BLOCK))
     for start in range(0, flat.numel(), _MISH_BLOCK):
         xb = flat[start:start + _MISH_BLOCK]
@@ -90,7 +82,7 @@ def conv3x3(conv: nn.Conv2d, x: torch.Tensor, winograd: bool) -> torch.Tensor:
         b, _, h, w = x.shape
         cols = F.unfold(x, 3, padding=1)  # [B, C_in * 9, F * T]
         return matmul_items(conv.weight.flatten(1), cols, conv.bias).view(b, -1, h, w)
-    y = conv3x3_weights(x, conv.weight, conv.bias) if winograd and _NNPACK else None
+    y = conv3x3_weights(x, conv.weight, conv.bias) if winograd else None
     return conv(x) if y is None else y
 
 
@@ -282,9 +274,8 @@ class Upsample(nn.Module):
         return derived(self, "_phase_cache", (wt, bias), make)
 
     def forward(self, x: torch.Tensor, winograd: bool = False) -> torch.Tensor:
-        if winograd and _NNPACK:  # sub-pixel form through the Winograd 3x3 path: ~25% faster than mkldnn's
-            weight, bias = self._phase_weights()
-            y = conv3x3_weights(x, weight, bias)
+        if winograd:  # sub-pixel form through the Winograd 3x3 path: ~25% faster than mkldnn's
+            y = conv3x3_weights(x, *self._phase_weights())
             if y is not None:
                 return F.pixel_shuffle(y, 2)
         return self.conv(x)
