@@ -82,7 +82,9 @@ def load_gvc_model(path: str | Path, cfg=None, device: str | torch.device = "cpu
         raise CheckpointError(f"{path}: checkpoint is version {stored} but the config says {cfg.grad.version} "
                               f"(V2 and V3 files have the same keys; pass the matching config)")
     model = GradSVC(cfg.grad)
-    load_state_report(model, state, str(path), allow_missing=() if for_training else TRAINING_ONLY_PREFIXES)
+    # for inference the file's tensors are taken as they are (no copy; its nn.Embedding rules out build_loaded)
+    load_state_report(model, state, str(path), allow_missing=() if for_training else TRAINING_ONLY_PREFIXES,
+                      assign=not for_training)
     model.to(device)
     model.train(for_training)
     log.info("%s: loaded %s checkpoint (%s, decoder %s)", path, meta["format"], cfg.grad.version, cfg.grad.decoder)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import CheckpointError, load_checkpoint, load_state_report, strip_prefix
+from common.checkpoint import CheckpointError, build_loaded, load_checkpoint, strip_prefix
 from common.derived import derived
 
 log = logging.getLogger(__name__)
@@ -205,13 +205,7 @@ def load_hubert(path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devic
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a HuBERT-soft state dict (expected a flat dict of tensors)")
     state = strip_prefix(state, "module.")
-    # built on the meta device, then given uninitialised storage: the strict load below overwrites every tensor
-    # (95M random initial values would cost about a second)
-    with torch.device("meta"):
-        model = HubertSoft()
-    model.to_empty(device=device)
-    load_state_report(model, state, source=str(path))
-    return model.eval()
+    return build_loaded(HubertSoft, state, str(path)).to(device).eval()
 
 
 def _device_of(model: nn.Module) -> torch.device:

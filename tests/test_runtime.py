@@ -51,6 +51,44 @@ def test_load_checkpoint_reads_zip_and_legacy_saves(tmp_path):
         load_checkpoint(tmp_path / "bad.pt")
 
 
+def test_build_loaded_takes_the_files_tensors_without_copies(tmp_path):
+    """build_loaded (the HuBERT loader's path): no random init, the model's tensors are the memory-mapped file's,
+    a half-precision save comes back in the model's float32, and a model tensor the state dict cannot give (a
+    non-persistent buffer) is a CheckpointError, not a meta tensor found later."""
+    import torch
+    from torch import nn
+
+    from common.checkpoint import CheckpointError, build_loaded, load_checkpoint
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 3)
+            self.register_buffer("scale", torch.ones(3))
+
+    src = Net()
+    src.scale.fill_(2.0)
+    torch.save(src.state_dict(), tmp_path / "net.pt")
+    state = load_checkpoint(tmp_path / "net.pt")
+    net = build_loaded(Net, state, "net.pt")
+    assert net.a.weight.data_ptr() == state["a.weight"].data_ptr()  # assigned, not copied
+    x = torch.randn(2, 4)
+    assert torch.equal(net.a(x), src.a(x)) and torch.equal(net.scale, src.scale)
+
+    torch.save({k: v.half() for k, v in src.state_dict().items()}, tmp_path / "half.pt")
+    half = build_loaded(Net, load_checkpoint(tmp_path / "half.pt"), "half.pt")
+    assert half.a.weight.dtype == torch.float32
+    assert torch.equal(half.a.weight, src.a.weight.half().float())
+
+    class WithTable(Net):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("table", torch.arange(3.0), persistent=False)
+
+    with pytest.raises(CheckpointError, match="net.pt: 1 model tensors are not in the state dict"):
+        build_loaded(WithTable, state, "net.pt")
+
+
 def test_derived_values_are_remade_only_when_a_source_changes():
     """common.derived: one computation while the sources stay as they are; another after an in-place update, a
     replaced tensor or a cast."""
