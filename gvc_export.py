@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from common.checkpoint import CheckpointError, load_state_report
-from common.config import BASE_CONFIG, ConfigError, config_from_dict, load_config, to_dict
+from common.config import BASE_CONFIG, ConfigError, apply_overlays, config_from_dict, load_config, to_dict, validate
 from common.io import save_torch
-from grad.checkpoint import read_gvc_checkpoint
+from grad.checkpoint import check_model_kind, read_gvc_checkpoint
 from grad.model import GradSVC
 
 log = logging.getLogger(__name__)
@@ -27,17 +27,24 @@ log = logging.getLogger(__name__)
 def export_checkpoint(src: str | Path, dst: str | Path, config: list[str] | None = None) -> dict:
     """Write the inference checkpoint of ``src`` to ``dst``; returns what was written.
 
-    The config is the one stored in ``src`` (our training checkpoints) or, for the original's checkpoints which
-    carry none, ``config`` overlays over configs/base.yaml. The weights are checked against a model built from that
-    config (every key, every shape) before anything is written.
+    The config is the one stored in ``src`` (our training checkpoints) with the ``config`` overlays on top (say, other
+    inference defaults; the model's version and decoder cannot change), or, for the original's checkpoints which
+    carry none, ``config`` overlays over configs/base.yaml. Settings recorded at training (``data.speaker_backend``)
+    stay unless an overlay names them. The weights are checked against a model built from that config (every key,
+    every shape) before anything is written.
     """
-    state, cfg_dict, _ = read_gvc_checkpoint(src)
-    if config:
+    state, cfg_dict, meta = read_gvc_checkpoint(src)
+    if cfg_dict is not None:
+        stored = config_from_dict(cfg_dict)
+        cfg = apply_overlays(stored.copy(), *(config or []))
+        validate(cfg)
+        check_model_kind(src, meta.get("version"), cfg_dict, cfg.grad)
+        changed = sorted(k for k, v in to_dict(cfg).items() if v != to_dict(stored).get(k))
+        if changed:
+            log.info("%s: stored config with -c %s on top (sections changed: %s)", src, " ".join(config),
+                     ", ".join(changed))
+    elif config:
         cfg = load_config(*config)
-        if cfg_dict is not None and to_dict(cfg)["grad"] != cfg_dict.get("grad"):
-            log.warning("%s: its stored model config differs from -c %s; using -c", src, " ".join(config))
-    elif cfg_dict is not None:
-        cfg = config_from_dict(cfg_dict)
     else:
         log.info("%s: no config inside; using %s", src, BASE_CONFIG)
         cfg = load_config(BASE_CONFIG)
@@ -58,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-p", "--checkpoint_path", required=True, help="training checkpoint (logs/grad_svc/grad_svc_*.pt)")
     p.add_argument("--out", default="gvc.pth", help="output file (default gvc.pth, as the original)")
     p.add_argument("-c", "--config", action="append", default=None,
-                   help="config overlay(s); only needed for checkpoints without a stored config (the original's)")
+                   help="config overlay(s): over the checkpoint's stored config, or over configs/base.yaml for the "
+                        "original's checkpoints (which store none)")
     args = p.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

@@ -41,7 +41,7 @@ from common.config import BASE_CONFIG, ConfigError, config_from_dict, load_confi
 from common.features import FeatureError
 from common.io import save_torch
 from common.runtime import default_device, tune_allocator
-from grad.checkpoint import read_gvc_checkpoint
+from grad.checkpoint import check_model_kind, read_gvc_checkpoint
 from grad.data import EpochSampler, EpochTagged, SVCDataset, check_filelist, collate
 from grad.model import GradSVC
 from grad.utils import fix_len_compatibility
@@ -247,7 +247,8 @@ def record_speaker_backend(cfg: DictConfig) -> None:
 def apply_pretrain(model: GradSVC, cfg: DictConfig) -> None:
     """Fine-tuning: load ``train.pretrain`` (official ``{'model': sd}`` or ours); missing keys are an error."""
     path = cfg.train.pretrain
-    state, _, _ = read_gvc_checkpoint(path)
+    state, stored_cfg, meta = read_gvc_checkpoint(path)
+    check_model_kind(path, meta.get("version"), stored_cfg, cfg.grad)
     # the speaker classifier is training-only: a file without it still fine-tunes (the classifier starts fresh)
     missing, _ = load_state_report(model, state, str(path), allow_missing=("encoder.speaker.",))
     log.info("fine-tuning from %s (%d tensors loaded%s); learning rate %g", path, len(state),
@@ -421,7 +422,10 @@ def save_checkpoint(state: TrainState) -> Path | None:
              state.steps)
     keep = state.cfg.train.keep_checkpoints
     if keep > 0:
-        for old in list_checkpoints(state.log_dir)[:-keep]:
+        # the last `keep` written (modification time, then training position): after a resume from an older
+        # checkpoint, the abandoned run's later-named files go first, never the one just written
+        written = sorted(list_checkpoints(state.log_dir), key=lambda p: p.stat().st_mtime_ns)
+        for old in [p for p in written if p != path][: max(0, len(written) - keep)]:
             old.unlink(missing_ok=True)
             log.info("removed old checkpoint %s", old)
     return path
@@ -439,6 +443,9 @@ def read_resume(path: str) -> dict:
 
 def restore(state: TrainState, ckpt: dict) -> None:
     """Model, optimizer, scaler, position and (when present) RNG states from a training checkpoint."""
+    stored_cfg = ckpt.get("config")
+    check_model_kind("resume checkpoint", ckpt.get("version"), stored_cfg if isinstance(stored_cfg, dict) else None,
+                     state.cfg.grad)
     load_state_report(state.model, ckpt["model"], "resume checkpoint")
     try:
         state.optim.load_state_dict(ckpt["optim"])
@@ -635,7 +642,10 @@ def load_vocoder(cfg: DictConfig, device: torch.device):
     except ImportError:
         log.warning("train.vocoder is set but bigvgan.model has no load_bigvgan / vocode: no validation audio")
         return None
-    generator = load_bigvgan(cfg.train.vocoder, device=device)
+    # building the generator draws its random initial weights: not from the training run's streams (rank 0 alone
+    # loads it, and a resumed run must draw what the uninterrupted one drew)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        generator = load_bigvgan(cfg.train.vocoder, device=device)
     log.info("validation audio with the vocoder %s", cfg.train.vocoder)
 
     def run(mel: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:

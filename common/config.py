@@ -124,6 +124,15 @@ def load_config(*overlays: str | Path, overrides: list[str] | None = None) -> Di
     """
     cfg = OmegaConf.structured(GVCConfig)
     cfg = _merge(cfg, OmegaConf.load(BASE_CONFIG), str(BASE_CONFIG))
+    cfg = apply_overlays(cfg, *overlays)
+    if overrides:
+        cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command-line overrides")
+    validate(cfg)
+    return cfg
+
+
+def apply_overlays(cfg: DictConfig, *overlays: str | Path) -> DictConfig:
+    """``cfg`` <- each overlay file in order (empty paths and configs/base.yaml are skipped); not validated."""
     for path in overlays:
         if path is None or str(path) == "":
             continue
@@ -133,9 +142,6 @@ def load_config(*overlays: str | Path, overrides: list[str] | None = None) -> Di
         if p.resolve() == BASE_CONFIG.resolve():
             continue
         cfg = _merge(cfg, OmegaConf.load(p), str(p))
-    if overrides:
-        cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command-line overrides")
-    validate(cfg)
     return cfg
 
 
@@ -157,6 +163,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"grad.version must be 'v2' or 'v3', got {g.version!r}")
     if g.decoder not in ("flow", "score", "rectified"):
         raise ConfigError(f"grad.decoder must be flow, score or rectified, got {g.decoder!r}")
+    for key in ("batch_size", "log_step", "test_step", "save_step", "full_epochs"):
+        if int(cfg.train[key]) < 1:
+            raise ConfigError(f"train.{key} must be at least 1, got {cfg.train[key]}")
     if cfg.train.precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {cfg.train.precision!r}")
     d = cfg.data

@@ -59,6 +59,17 @@ def read_gvc_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     raise CheckpointError(f"{path}: not a GradSVC checkpoint (expected a dict with a 'model' state dict)")
 
 
+def check_model_kind(source: str | Path, version, stored_cfg: Mapping | None, gcfg) -> None:
+    """``CheckpointError`` when a checkpoint's stored ``version`` (or its stored config's ``grad.decoder``) is not
+    the one of ``gcfg``: V2 and V3 files have the same keys, so only these say score weights are not flow weights."""
+    if version is not None and str(version) != str(gcfg.version):
+        raise CheckpointError(f"{source}: checkpoint is version {version} but the config says {gcfg.version} "
+                              f"(V2 and V3 files have the same keys; pass the matching config)")
+    decoder = ((stored_cfg or {}).get("grad") or {}).get("decoder")
+    if decoder is not None and str(decoder) != str(gcfg.decoder):
+        raise CheckpointError(f"{source}: checkpoint has a {decoder} decoder but the config says {gcfg.decoder}")
+
+
 def load_gvc_model(path: str | Path, cfg=None, device: str | torch.device = "cpu",
                    for_training: bool = False) -> tuple[GradSVC, object]:
     """Build a ``GradSVC`` and load ``path`` into it; returns (model, full config).
@@ -77,10 +88,7 @@ def load_gvc_model(path: str | Path, cfg=None, device: str | torch.device = "cpu
             raise CheckpointError(f"{path}: stored config is invalid: {str(exc).splitlines()[0]}") from None
     elif cfg is None:
         cfg = load_config()
-    stored = meta.get("version")
-    if stored is not None and str(stored) != str(cfg.grad.version):
-        raise CheckpointError(f"{path}: checkpoint is version {stored} but the config says {cfg.grad.version} "
-                              f"(V2 and V3 files have the same keys; pass the matching config)")
+    check_model_kind(path, meta.get("version"), cfg_dict, cfg.grad)
     model = GradSVC(cfg.grad)
     # for inference the file's tensors are taken as they are (no copy; its nn.Embedding rules out build_loaded)
     load_state_report(model, state, str(path), allow_missing=() if for_training else TRAINING_ONLY_PREFIXES,

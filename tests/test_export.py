@@ -86,3 +86,25 @@ def test_export_rejects_incomplete_checkpoint(trained, tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert ex.main(["-p", str(broken), "--out", str(out)]) == 2
     assert "missing" in caplog.text and "decoder." in caplog.text and not out.exists()
+
+
+def test_export_config_overlay_keeps_what_training_recorded(trained, tmp_path, caplog):
+    """-c goes over the checkpoint's stored config: settings recorded at training (the speaker backend) stay, an
+    overlay's own keys apply, and an overlay that turns the model into the other version is refused."""
+    source = torch.load(trained, map_location="cpu", weights_only=True)
+    source["config"]["data"]["speaker_backend"] = "resemblyzer"
+    ckpt = tmp_path / "trained.pt"
+    torch.save(source, ckpt)
+    overlay = tmp_path / "steps.yaml"
+    overlay.write_text("grad:\n  n_timesteps: 7\n")
+    out = tmp_path / "gvc.pth"
+    assert ex.main(["-p", str(ckpt), "--out", str(out), "-c", TINY, "-c", str(overlay)]) == 0
+    cfg = torch.load(out, map_location="cpu", weights_only=True)["config"]
+    assert cfg["data"]["speaker_backend"] == "resemblyzer" and cfg["grad"]["n_timesteps"] == 7
+    assert cfg["grad"]["dec_dim"] == source["config"]["grad"]["dec_dim"]
+    to_v2 = tmp_path / "v2.yaml"
+    to_v2.write_text("grad:\n  version: v2\n  decoder: score\n  sampler: ml\n")
+    with caplog.at_level(logging.ERROR):
+        assert ex.main(["-p", str(ckpt), "--out", str(tmp_path / "v2.pth"), "-c", str(to_v2)]) == 2
+    assert "checkpoint is version v3 but the config says v2" in caplog.text
+    assert not (tmp_path / "v2.pth").exists()

@@ -232,3 +232,49 @@ def test_speaker_backend_of_the_features_is_recorded_and_mixing_refused(tmp_path
     with caplog.at_level(logging.ERROR):
         code = tr.main(args_for((mixed, valid), tmp_path / "logs2", "--max-steps", "1"))
     assert code == tr.EXIT_DATA and "different encoders" in caplog.text
+
+
+def test_checkpoint_of_the_other_version_is_refused(feat, straight, tmp_path, caplog):
+    """V2 and V3 files have the same keys: fine-tuning or resuming a V3 (flow) checkpoint under a V2 (score) config
+    must stop with a one-line error instead of training flow weights as a score model."""
+    v3 = str(straight / "grad_svc_2.pt")
+    to_v2 = ["grad.version=v2", "grad.decoder=score", "grad.sampler=ml"]
+    with caplog.at_level(logging.ERROR):
+        assert tr.main(args_for(feat, tmp_path, "--finetune", v3, *to_v2, "--max-steps", "1")) == tr.EXIT_DATA
+        assert "checkpoint is version v3 but the config says v2" in caplog.text
+        caplog.clear()
+        assert tr.main(["-p", v3, "--device", "cpu", f"train.log_dir={tmp_path}", *to_v2]) == tr.EXIT_DATA
+        assert "resume checkpoint: checkpoint is version v3 but the config says v2" in caplog.text
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_rotation_keeps_the_checkpoint_just_written(straight, tmp_path):
+    """Resumed from an older checkpoint, the run's new checkpoints are kept, not the abandoned run's later-named
+    ones (keep_checkpoints counts the last written)."""
+    import shutil
+
+    shutil.copy(straight / "grad_svc_2.pt", tmp_path / "grad_svc_2.pt")
+    shutil.copy(straight / "grad_svc_2.pt", tmp_path / "grad_svc_9.pt")  # an abandoned run went further
+    assert tr.main(["-p", str(tmp_path / "grad_svc_2.pt"), "--device", "cpu", f"train.log_dir={tmp_path}",
+                    "train.keep_checkpoints=1", "--max-steps", "1"]) == 0
+    assert [p.name for p in tr.list_checkpoints(tmp_path)] == ["grad_svc_3_step7.pt"]
+
+
+def test_vocoder_load_leaves_the_training_random_streams(tmp_path):
+    """Loading the validation vocoder (random initial weights before the file's) draws nothing from the global RNG:
+    a run resumed with train.vocoder set draws what the uninterrupted one drew."""
+    from golden import cached_official_checkpoint
+
+    cfg = load_config(TINY, overrides=[f"train.vocoder={cached_official_checkpoint('nsf_bigvgan_generator')}"])
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    assert tr.load_vocoder(cfg, torch.device("cpu")) is not None
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("key", ["batch_size", "log_step", "test_step", "save_step", "full_epochs"])
+def test_zero_intervals_are_config_errors(key):
+    from common.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"train.{key} must be at least 1"):
+        load_config(TINY, overrides=[f"train.{key}=0"])
