@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from common.audio import AudioError, list_audio, load_audio, to_int16, write_wav
+from common.audio import AudioError, list_audio, load_audio, write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError
 from common.features import FeatureError, read_vec
@@ -110,8 +109,8 @@ def mix_speakers(paths: list[str], weights: list[float] | None, expected_backend
     if weights and len(weights) != len(paths):
         raise InferenceError(f"--spk_weights: {len(weights)} weights for {len(paths)} --spk files")
     weights = np.asarray(weights or [1.0] * len(paths), dtype=np.float64)
-    if (weights < 0).any() or weights.sum() <= 0:
-        raise InferenceError("--spk_weights: weights must be >= 0 with a positive sum")
+    if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise InferenceError("--spk_weights: weights must be finite and >= 0 with a positive sum")
     vecs = []
     for p in paths:
         if not Path(p).is_file():
@@ -124,7 +123,10 @@ def mix_speakers(paths: list[str], weights: list[float] | None, expected_backend
             raise InferenceError(f"{p}: a speaker embedding has shape (256,), this file has {v.shape}")
         if not np.isfinite(v).all():
             raise InferenceError(f"{p}: speaker embedding contains NaN or infinite values")
-        tag = read_backend_tag(p)
+        try:
+            tag = read_backend_tag(p)
+        except ValueError as exc:  # a malformed backend.json beside the file
+            raise InferenceError(str(exc).splitlines()[0]) from None
         if expected_backend and tag and tag != expected_backend:
             raise InferenceError(f"{p}: made by the '{tag}' speaker encoder, but the model was trained on "
                                  f"'{expected_backend}' embeddings")
@@ -136,12 +138,16 @@ def read_pitch_file(path: str) -> np.ndarray:
     """F0 per 10 ms from an (edited) CSV of pitch/inference.py or a ``.pit.npy``."""
     if not Path(path).is_file():
         raise InferenceError(f"{path}: pitch file not found")
-    if path.endswith(".npy"):
-        f0 = np.load(path, allow_pickle=False).astype(np.float64)
-    else:
-        from pitch.csv_io import load_csv_pitch
+    try:
+        if path.endswith(".npy"):
+            f0 = np.load(path, allow_pickle=False).astype(np.float64)
+        else:
+            from pitch.csv_io import load_csv_pitch
 
-        f0 = load_csv_pitch(path)
+            f0 = load_csv_pitch(path)
+    except (ValueError, OSError) as exc:  # PitchCsvError is a ValueError; numpy raises both kinds
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise InferenceError(msg if msg.startswith(path) else f"{path}: not a pitch file ({msg})") from None
     if f0.ndim != 1 or not np.isfinite(f0).all() or (f0 < 0).any():
         raise InferenceError(f"{path}: F0 must be finite, >= 0 Hz, one value per frame")
     return f0
@@ -286,16 +292,25 @@ class Converter:
             if not Path(vec_path).is_file():
                 raise InferenceError(f"{vec_path}: units file not found")
             vec50 = read_vec(vec_path)
+            if not np.isfinite(vec50).all():
+                raise InferenceError(f"{vec_path}: units contain NaN or infinite values")
         else:
             vec50 = self.units(wav16)
         f0 = read_pitch_file(pit_path) if pit_path is not None else self.f0(wav16)
+        if vec_path is not None and pit_path is None and abs(2 * len(vec50) - len(f0)) > PITCH_SLACK:
+            raise InferenceError(f"{vec_path}: {len(vec50)} unit frames ({len(vec50) / 50:.2f} s) for "
+                                 f"{len(f0) / 100:.2f} s of audio in {wave}: units of another song?")
         vec, f0 = align(vec50, f0, pit_path)
         if len(f0) == 0:
             raise InferenceError(f"{wave}: too short to convert (no complete 20 ms frame)")
         f0 = shift_f0(f0, shift)
         release_memory()
         mel = self.acoustic(vec, f0, spk, steps, temperature, sampler, seed)
+        if not torch.isfinite(mel).all():
+            raise InferenceError(f"{wave}: the acoustic model's output is not finite (nothing written)")
         wav = self.vocode(mel, f0, seed)  # (vocode releases memory after each of its windows)
+        if not np.isfinite(wav).all():
+            raise InferenceError(f"{wave}: the vocoder's output is not finite (nothing written)")
         return Conversion(wav=wav, mel=mel, f0=f0, vocoder=self.vocoder_kind)
 
 
@@ -384,11 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--hubert_model", default=None, help="default hubert_pretrain/hubert-soft-0d54a1f4.pt")
     ap.add_argument("--f0", dest="f0_method", default=None, help="F0 method: praat, crepe, crepe-tiny, harvest")
     ap.add_argument("--no_png", action="store_true", help="do not render the mel image")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="folder mode: processes, each with its own models (default 1)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="folder mode: convert songs whose output already exists again (default: skip them)")
     return ap
 
 
 def write_outputs(conv: Conversion, out: Path, sr: int, pitch_wav: np.ndarray | None, png: bool) -> None:
-    write_wav(out, to_int16(conv.wav), sr)
+    from bigvgan.model import to_int16
+
+    write_wav(out, to_int16(torch.from_numpy(conv.wav)).numpy(), sr)  # the vocoder's x 32768 (the original's)
     pitch_path, png_path = companion_paths(out)
     if pitch_wav is not None:
         write_wav(pitch_path, pitch_wav, sr)
@@ -396,12 +417,65 @@ def write_outputs(conv: Conversion, out: Path, sr: int, pitch_wav: np.ndarray | 
         save_mel_image(conv.mel, png_path)
 
 
+def check_options(args, cfg) -> None:
+    """Refuse bad settings before any work (a sampler of the other decoder, zero steps, an unknown F0 method, ...)."""
+    from grad.samplers import get_sampler
+    from pitch.f0 import METHODS
+
+    kind = "score" if cfg.grad.decoder == "score" else "flow"
+    try:
+        get_sampler(args.sampler or str(cfg.grad.sampler), kind)
+    except ValueError as exc:
+        raise InferenceError(f"--sampler: {exc}") from None
+    if args.steps is not None and args.steps < 1:
+        raise InferenceError(f"--steps {args.steps}: at least 1")
+    if args.temperature is not None and not (np.isfinite(args.temperature) and args.temperature >= 0):
+        raise InferenceError(f"--temperature {args.temperature}: must be finite and >= 0")
+    if args.temperature == 0 and kind == "score":
+        raise InferenceError("--temperature 0: V2 divides the noise by the temperature; use a value > 0")
+    method = args.f0_method or cfg.data.f0_method
+    if method not in METHODS:
+        raise InferenceError(f"--f0 {method}: unknown F0 method; choose one of {', '.join(METHODS)}")
+    if args.batch is not None and args.batch < 1:
+        raise InferenceError(f"--batch {args.batch}: at least 1")
+    shift_f0(np.zeros(1), args.shift)  # an absurd shift
+
+
+def folder_jobs(wave: Path, out_root: Path, png: bool) -> list:
+    """One job per song under ``wave``: the output mirrors its relative path as ``.wav``; songs that would share an
+    output (``a.wav`` and ``a.flac``) keep their format in the name (``a_wav.wav``, ``a_flac.wav``)."""
+    from common.filewalk import Job
+
+    files = list_audio(wave)
+    outs = [out_root / f.relative_to(wave).with_suffix(".wav") for f in files]
+    shared = {o for o in outs if outs.count(o) > 1}
+    jobs = []
+    for src, out in zip(files, outs):
+        if out in shared:
+            out = out.with_name(f"{src.stem}_{src.suffix.lstrip('.').lower()}.wav")
+        jobs.append(Job(src, [out] + ([companion_paths(out)[1]] if png else [])))
+    return jobs
+
+
+def _folder_converter(args, spk: np.ndarray):
+    """Worker state of folder mode: its own converter (models loaded once per process) and the speaker."""
+    return Converter(args.model, args.config, args.device, args.vocoder, args.vocoder_model, args.hubert_model,
+                     args.f0_method, args.half, args.batch), spk
+
+
+def _convert_job(job, state) -> None:
+    converter, spk = state
+    opts = job.extra
+    conv = converter.convert(str(job.src), spk, **opts["convert"])
+    write_outputs(conv, job.outputs[0], converter.cfg.data.sampling_rate, None, opts["png"])
+
+
 def run(args) -> int:
     converter = Converter(args.model, args.config, args.device, args.vocoder, args.vocoder_model, args.hubert_model,
                           args.f0_method, args.half, args.batch)
     cfg = converter.cfg
+    check_options(args, cfg)
     spk = mix_speakers(args.spk, args.spk_weights, cfg.data.speaker_backend)
-    shift_f0(np.zeros(1), args.shift)  # refuse an absurd shift before any work
     if args.vocoder == "griffinlim":
         log.warning("vocoder: Griffin-Lim PREVIEW (no NSF-BigVGAN); expect phasey, metallic audio")
     opts = dict(shift=args.shift, steps=args.steps, temperature=args.temperature, sampler=args.sampler,
@@ -409,26 +483,31 @@ def run(args) -> int:
     wave = Path(args.wave)
     sr = cfg.data.sampling_rate
     if wave.is_dir():
+        from common.filewalk import finish, run_jobs
+
         if args.vec or args.pit:
             raise InferenceError("--vec/--pit name one file's features; not usable with a folder --wave")
         out_root = Path(args.out or "gvc_out")
-        files = list_audio(wave)
-        if not files:
+        if out_root.exists() and not out_root.is_dir():
+            raise InferenceError(f"{out_root}: --out must be a folder in folder mode")
+        jobs = folder_jobs(wave, out_root, not args.no_png)
+        if not jobs:
             raise InferenceError(f"{wave}: no audio files in this folder")
-        failed = []
-        for src in tqdm(files, desc="convert", unit="song", disable=None):
-            out = out_root / src.relative_to(wave).with_suffix(".wav")
-            try:
-                conv = converter.convert(str(src), spk, **opts)
-                write_outputs(conv, out, sr, None, not args.no_png)
-            except (AudioError, InferenceError, FeatureError) as exc:
-                failed.append((src, str(exc)))
-        print(f"converted {len(files) - len(failed)} of {len(files)} songs into {out_root}")
-        for src, why in failed:
-            print(f"  FAILED {src}: {why}", file=sys.stderr)
-        return 1 if failed else 0
-    conv = converter.convert(str(wave), spk, args.vec, args.pit, **opts)
+        for job in jobs:
+            job.extra = {"convert": opts, "png": not args.no_png}
+        if args.workers > 1:  # each process loads its own models
+            summary = run_jobs(jobs, _convert_job, args.workers, "convert", _folder_converter, (args, spk),
+                               skip_done=not args.overwrite)
+        else:
+            summary = run_jobs(jobs, _convert_job, 1, "convert", lambda: (converter, spk),
+                               skip_done=not args.overwrite)
+        print(f"converted {summary.processed} of {len(jobs)} songs into {out_root}"
+              + (f" ({summary.skipped} already there; --overwrite converts them again)" if summary.skipped else ""))
+        return finish(summary, "convert")
     out = Path(args.out or DEFAULT_OUT)
+    if out.is_dir():
+        raise InferenceError(f"{out}: --out names a folder; give the output wav's path")
+    conv = converter.convert(str(wave), spk, args.vec, args.pit, **opts)
     pitch_wav = converter.pitch_wav(conv.f0, args.seed) if args.vocoder == "bigvgan" else None
     write_outputs(conv, out, sr, pitch_wav, not args.no_png)
     label = "Griffin-Lim PREVIEW" if conv.vocoder == "griffinlim" else conv.vocoder

@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     if mel.shape[1] != f0.shape[0]:
         log.warning("mel has %d frames, pitch %d: using the first %d", mel.shape[1], f0.shape[0], n)
     mel, f0_t = mel[:, :n], torch.from_numpy(f0[:n]).float()
+    if args.chunk is not None and args.chunk < 1:
+        sys.exit(f"error: --chunk {args.chunk}: at least 1 frame")
     chunk = args.chunk or cfg.infer.vocoder_chunk
     overlap = min(cfg.infer.vocoder_overlap, chunk)
     if args.vocoder == "griffinlim":

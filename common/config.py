@@ -166,6 +166,12 @@ def validate(cfg: DictConfig) -> None:
     for key in ("batch_size", "log_step", "test_step", "save_step", "full_epochs"):
         if int(cfg.train[key]) < 1:
             raise ConfigError(f"train.{key} must be at least 1, got {cfg.train[key]}")
+    i = cfg.infer
+    if i.hop_frame < 0 or i.out_chunk < max(1, 2 * i.hop_frame):
+        raise ConfigError(f"infer.out_chunk ({i.out_chunk}) must be at least 2 x infer.hop_frame ({i.hop_frame}) "
+                          f"and hop_frame >= 0: neighbouring windows crossfade over 2 x hop_frame frames")
+    if i.vocoder_chunk < 1 or i.vocoder_overlap < 0 or i.batch_windows < 1:
+        raise ConfigError("infer.vocoder_chunk and infer.batch_windows must be >= 1, infer.vocoder_overlap >= 0")
     if cfg.train.precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {cfg.train.precision!r}")
     d = cfg.data

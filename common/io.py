@@ -26,6 +26,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; move it onto ``path`` only if the block succeeds. The file
     gets the permissions a plain write would give (the replaced file's, else the umask's), not the temporary's."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; give the output file's path")
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the real suffix last so libraries that pick a format by extension (soundfile, np.save) behave
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + "".join(path.suffixes[-1:]), dir=path.parent)

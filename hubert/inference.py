@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from common.audio import AudioError, load_audio
 from common.checkpoint import CheckpointError
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     device = default_device(args.device)
+    if Path(args.vec).is_dir():
+        print(f"error: {args.vec}: is a folder; give the units file's path", file=sys.stderr)
+        sys.exit(2)
     try:
         wav = load_audio(args.wav, SAMPLE_RATE)
         model = load_hubert(args.model, device=device)

@@ -6,6 +6,7 @@ label for ``t = i * 10`` ms (a label only: padded frame i actually describes ``(
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 from pathlib import Path
@@ -47,11 +48,11 @@ def save_csv_pitch(path: str | Path, f0: np.ndarray) -> None:
 
 
 def _value_field(line: str) -> str:
-    # spreadsheets re-save with ';' (and a decimal comma) or tabs in some locales; the original splits on ','
-    for sep in (";", "\t"):
-        if sep in line:
-            return line.rsplit(sep, 1)[-1].strip().strip('"').strip().replace(",", ".")
-    return line.rsplit(",", 1)[-1].strip().strip('"').strip()
+    # spreadsheets re-save with ';' (and a decimal comma) or tabs in some locales; the original splits on ','.
+    # Fields are read as CSV, so a quoted value keeps its decimal comma ("0m 0s   0","225,6").
+    sep = next((s for s in (";", "\t") if s in line), ",")
+    fields = next(csv.reader([line], delimiter=sep, skipinitialspace=True), [""])
+    return (fields[-1] if fields else "").strip().replace(",", ".")
 
 
 def load_csv_pitch(path: str | Path) -> np.ndarray:

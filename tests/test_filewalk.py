@@ -61,3 +61,15 @@ def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_atomic_path_refuses_a_folder(tmp_path):
+    """Writing onto an existing folder is one clear error, and nothing is left behind."""
+    import numpy as np
+    import pytest
+
+    from common.io import save_npy
+
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        save_npy(tmp_path, np.zeros(3))
+    assert list(tmp_path.iterdir()) == []

@@ -252,6 +252,24 @@ BAD_CASES = {
     "absurd shift": (lambda c, t: ["--wave", SONG, "--shift", "40"], "--shift 40"),
     "v2 checkpoint with v3 config": (lambda c, t: ["--wave", SONG, "--model", _v2_ckpt(c, t), "--config",
                                                    REPO / "configs" / "base.yaml"], "v2 checkpoint"),
+    "v2 with temperature 0": (lambda c, t: ["--wave", SONG, "--model", _v2_ckpt(c, t), "--temperature", "0"],
+                              "--temperature 0"),
+    "negative temperature": (lambda c, t: ["--wave", SONG, "--temperature", "-1"], "--temperature -1"),
+    "sampler of the other decoder": (lambda c, t: ["--wave", SONG, "--sampler", "ml"], "--sampler"),
+    "zero steps": (lambda c, t: ["--wave", SONG, "--steps", "0"], "--steps 0"),
+    "unknown f0 method": (lambda c, t: ["--wave", SONG, "--f0", "crepe_tiny"], "--f0 crepe_tiny"),
+    "nan spk weight": (lambda c, t: ["--wave", SONG, "--spk_weights", "nan"], "--spk_weights"),
+    "bad backend.json": (lambda c, t: ["--wave", SONG, "--spk", _tagged_spk(t, "{}")], "backend.json"),
+    "pitch csv with a bad row": (lambda c, t: ["--wave", SONG, "--pit", _write(t / "bad.csv", b"0m 0s   0,abc\n")],
+                                 "bad.csv"),
+    "text as pitch npy": (lambda c, t: ["--wave", SONG, "--pit", _write(t / "bad.npy", b"220\n")], "bad.npy"),
+    "units of another song": (lambda c, t: ["--wave", SONG, "--vec", _npy(t / "x.vec.npy", np.zeros((20, 256),
+                                                                                                  np.float32))],
+                              "units of another song"),
+    "units with nan": (lambda c, t: ["--wave", SONG, "--vec", _npy(t / "n.vec.npy", np.full((80, 256), np.nan,
+                                                                                           np.float32))],
+                       "NaN"),
+    "out is a folder": (lambda c, t: ["--wave", SONG, "--out", t], "names a folder"),
 }
 
 
@@ -265,10 +283,10 @@ def _npy(path: Path, arr: np.ndarray) -> Path:
     return path
 
 
-def _tagged_spk(tmp: Path) -> Path:
+def _tagged_spk(tmp: Path, tag: str = json.dumps({"backend": "resemblyzer", "dim": 256})) -> Path:
     folder = tmp / "resemblyzer_singers"
     folder.mkdir(exist_ok=True)
-    (folder / "backend.json").write_text(json.dumps({"backend": "resemblyzer", "dim": 256}))
+    (folder / "backend.json").write_text(tag)
     return _npy(folder / "x.spk.npy", np.full(256, 0.06, np.float32))
 
 
@@ -298,3 +316,34 @@ def test_shift_semantics():
     assert np.allclose(shift_f0(f0, 12), [0, 200, 400]) and np.allclose(shift_f0(f0, -12), [0, 50, 100])
     with pytest.raises(ValueError):
         shift_f0(f0, float("nan"))
+
+
+def test_folder_mode_resumes_and_keeps_songs_of_the_same_name(ckpts, tmp_path, capsys):
+    """Folder mode is resumable (songs whose output exists are skipped; --overwrite converts them again) and a.wav
+    next to a.flac gives two outputs, not one overwritten by the other."""
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    x, sr = sf.read(SONG, dtype="float32")
+    sf.write(songs / "a.wav", x[: sr // 2], sr)
+    sf.write(songs / "a.flac", x[sr // 2: sr], sr)
+    out = tmp_path / "converted"
+    assert run_main(args(ckpts, "--wave", songs, "--out", out, "--seed", "1")) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_flac.wav", "a_wav.wav"]
+    first = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert not np.array_equal(sf.read(out / "a_wav.wav")[0], sf.read(out / "a_flac.wav")[0])
+    capsys.readouterr()
+    assert run_main(args(ckpts, "--wave", songs, "--out", out, "--seed", "1")) == 0
+    assert "converted 0 of 2" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == first
+    assert run_main(args(ckpts, "--wave", songs, "--out", out, "--seed", "1", "--overwrite")) == 0
+    assert "converted 2 of 2" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns > first[p.name] for p in out.iterdir())
+
+
+def test_infer_window_settings_are_checked():
+    from common.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="infer.out_chunk"):
+        load_config(overrides=["infer.out_chunk=10", "infer.hop_frame=8"])
+    with pytest.raises(ConfigError, match="infer.vocoder_chunk"):
+        load_config(overrides=["infer.vocoder_chunk=0"])

@@ -188,9 +188,9 @@ def test_csv_reads_original_and_edited_files(tmp_path):
     np.testing.assert_array_equal(load_csv_pitch(orig), [0.0, 225.0, 226.0, 0.0])
     edited = tmp_path / "edited.csv"
     text = ("\ufeff0m 0s   0, 0\r\n\r\n  0m 0s  10 , 230.5 \r\n\"0m 0s  20\",\"231\"\r\n"
-            "0m 0s  30;232,5\r\n0m 0s  40\t0\r\n\n")
+            "0m 0s  30;232,5\r\n0m 0s  40\t0\r\n\"0m 0s  50\",\"233,5\"\r\n\n")
     edited.write_bytes(text.encode("utf-8"))
-    np.testing.assert_array_equal(load_csv_pitch(edited), [0.0, 230.5, 231.0, 232.5, 0.0])
+    np.testing.assert_array_equal(load_csv_pitch(edited), [0.0, 230.5, 231.0, 232.5, 0.0, 233.5])
 
 
 @pytest.mark.parametrize("bad", ["0m 0s  10,abc", "0m 0s  10,", "0m 0s  10,-5", "0m 0s  10,nan"])
