@@ -12,7 +12,11 @@ from common.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
+# the containers soundfile (libsndfile) reads, by their usual extensions
+AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au",
+                    ".snd", ".caf", ".w64", ".rf64", ".voc")
+# shortest input a feature extractor accepts (preprocess_a already skips clips under 0.3 s)
+MIN_FEATURE_SECONDS = 0.1
 
 
 class AudioError(ValueError):

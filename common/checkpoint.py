@@ -52,10 +52,19 @@ def load_checkpoint(path: str | Path, kind: str | None = None, weights_only: boo
                 raise
             return torch.load(p, map_location="cpu", weights_only=weights_only)  # a pre-zipfile (legacy) save
     except Exception as exc:  # pickle / zip / weights_only errors all mean "cannot read this file"
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        if weights_only and "weights_only" in str(exc):
-            msg += " (it pickles objects other than tensors: load with weights_only=False only if you trust it)"
-        raise CheckpointError(f"{p}: cannot load checkpoint: {msg}") from None
+        raise CheckpointError(f"{p}: cannot load checkpoint: {describe_load_error(exc)}") from None
+
+
+def describe_load_error(exc: Exception) -> str:
+    """One line for a failed ``torch.load``: a file pickling objects other than tensors says so (and that loading it
+    anyway needs trust); anything else is a corrupt or non-PyTorch file (torch's own text is then misleading: a
+    garbage file gives ``KeyError: 101`` or advice to retry with weights_only=False)."""
+    text = str(exc).strip()
+    if "Unsupported global" in text:
+        return ("it pickles objects other than tensors (load with weights_only=False only if you trust it): "
+                + next((line.strip() for line in text.splitlines() if "Unsupported global" in line), ""))
+    first = text.splitlines()[0] if text else ""
+    return f"corrupt or not a PyTorch file ({exc.__class__.__name__}{': ' + first[:120] if first else ''})"
 
 
 def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

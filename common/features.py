@@ -58,7 +58,9 @@ def read_mel(path: str | Path, n_mels: int = 100) -> np.ndarray:
     try:
         mel = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any load failure is a bad file
-        raise FeatureError(f"{path}: cannot read mel ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+        from common.checkpoint import describe_load_error
+
+        raise FeatureError(f"{path}: cannot read mel: {describe_load_error(exc)}") from None
     if not isinstance(mel, torch.Tensor) or mel.dim() != 2 or mel.shape[0] != n_mels:
         raise FeatureError(f"{path}: expected a [{n_mels}, T] tensor, got {getattr(mel, 'shape', type(mel))}")
     return mel.float().numpy()
@@ -68,7 +70,10 @@ def _read_npy(path: str | Path, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001
-        raise FeatureError(f"{path}: cannot read {what} ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+        msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        if "pickled" in msg:  # numpy's guess for any file without the .npy header
+            msg = "not a .npy array file"
+        raise FeatureError(f"{path}: cannot read {what} ({msg})") from None
 
 
 def read_vec(path: str | Path, dim: int = 256) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -40,10 +41,11 @@ class Summary:
     processed: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C: the jobs not started were left for the next run
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.interrupted
 
     def report(self, what: str, stream=None) -> None:
         stream = stream or sys.stderr
@@ -51,6 +53,8 @@ class Summary:
               file=stream)
         for src, reason in self.failed:
             print(f"  FAILED {src}: {reason}", file=stream)
+        if self.interrupted:
+            print(f"{what}: interrupted; the same command goes on where this run stopped", file=stream)
 
 
 def resolve_workers(n: int | None) -> int:
@@ -67,6 +71,8 @@ MIN_JOBS_PER_WORKER = 32
 
 
 def _init_worker(init: Callable[..., Any] | None, init_args: tuple, threads: int) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the run, a worker finishes its current file
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # before any numeric library starts its pool
     tune_allocator()
     _STATE["state"] = init(*init_args) if init is not None else None
@@ -113,24 +119,32 @@ def run_jobs(
     bar = tqdm(total=len(todo), desc=desc, unit="file", dynamic_ncols=True, disable=None)
     tune_allocator()
     if workers == 1:
-        state = init(*init_args) if init is not None and todo else None
-        _STATE["state"] = state
-        for job in todo:
-            src, err = _run_one(work, job)
-            _record(summary, src, err)
-            bar.update(1)
+        try:
+            state = init(*init_args) if init is not None and todo else None
+            _STATE["state"] = state
+            for job in todo:
+                src, err = _run_one(work, job)
+                _record(summary, src, err)
+                bar.update(1)
+        except KeyboardInterrupt:  # the file being written is discarded (atomic writes); the rest is left
+            summary.interrupted = True
     else:
         import multiprocessing as mp
 
         # one process per core by default; each gets an equal share of the cores for intra-op threads
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(init, init_args, threads)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(init, init_args, threads))
+        try:
             futures = [pool.submit(_run_one, work, job) for job in todo]
             for fut in as_completed(futures):
                 src, err = fut.result()
                 _record(summary, src, err)
                 bar.update(1)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:  # queued files never start; the workers finish the file they are on and exit
+            pool.shutdown(wait=not summary.interrupted, cancel_futures=True)
     bar.close()
     _STATE.pop("state", None)
     return summary
@@ -165,6 +179,7 @@ def setup_cli_logging(verbose: bool = False) -> None:
 
 
 def finish(summary: Summary, what: str) -> int:
-    """Print the summary; the exit status is 1 when any file failed (the others were still processed)."""
+    """Print the summary; the exit status is 130 after Ctrl-C, else 1 when any file failed (the others were still
+    processed)."""
     summary.report(what)
-    return 0 if summary.ok else 1
+    return 130 if summary.interrupted else 0 if summary.ok else 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.audio import load_audio, normalize_peak
+from common.audio import MIN_FEATURE_SECONDS, load_audio, normalize_peak
 
 
 @functools.lru_cache(maxsize=8)
@@ -78,5 +78,5 @@ def mel_from_file(path: str | Path, data_cfg) -> torch.Tensor:
 
     Like the original: read at the mel rate, rescale to peak 0.6, drop the partial last hop.
     """
-    wav = normalize_peak(load_audio(path, data_cfg.sampling_rate), 0.6)
+    wav = normalize_peak(load_audio(path, data_cfg.sampling_rate, min_seconds=MIN_FEATURE_SECONDS), 0.6)
     return mel_from_config(torch.from_numpy(wav), data_cfg)

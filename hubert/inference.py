@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from common.audio import AudioError, load_audio
+from common.audio import MIN_FEATURE_SECONDS, AudioError, load_audio
 from common.checkpoint import CheckpointError
 from common.io import save_npy
 from common.runtime import default_device, tune_allocator
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {args.vec}: is a folder; give the units file's path", file=sys.stderr)
         sys.exit(2)
     try:
-        wav = load_audio(args.wav, SAMPLE_RATE)
+        wav = load_audio(args.wav, SAMPLE_RATE, min_seconds=MIN_FEATURE_SECONDS)
         model = load_hubert(args.model, device=device)
     except (CheckpointError, AudioError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,9 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-from common.audio import list_audio, load_audio
-from common.config import load_config
-from common.filewalk import Job, mirror_path, require_folder, run_jobs
+from common.audio import MIN_FEATURE_SECONDS, list_audio, load_audio
+from common.config import ConfigError, load_config
+from common.filewalk import Job, finish, mirror_path, require_folder, run_jobs
 from common.io import save_npy
 from pitch.f0 import METHODS, SAMPLE_RATE, compute_f0, round_f0
 
@@ -48,7 +48,7 @@ def _init(method: str, device: str) -> dict:
 
 
 def _work(job: Job, state: dict) -> None:
-    wav = load_audio(job.src, sr=SAMPLE_RATE)
+    wav = load_audio(job.src, sr=SAMPLE_RATE, min_seconds=MIN_FEATURE_SECONDS)
     f0 = compute_f0(wav, SAMPLE_RATE, method=state["method"], device=state["device"])
     save_npy(job.outputs[0], round_f0(f0))
 
@@ -56,7 +56,10 @@ def _work(job: Job, state: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    method = args.method or load_config(args.config).data.f0_method
+    try:
+        method = args.method or load_config(args.config).data.f0_method
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
     if method not in METHODS:
         sys.exit(f"error: data.f0_method {method!r} is not one of {', '.join(METHODS)}")
     wav_root, pit_root = require_folder(args.wav), Path(args.pit)
@@ -65,9 +68,9 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("%s: no .wav files found", wav_root)
     summary = run_jobs(jobs, _work, workers=args.thread_count, desc=f"f0 ({method})", init=_init,
                        init_args=(method, args.device))
-    summary.report("preprocess_f0")
-    if not summary.ok:
-        sys.exit(1)
+    code = finish(summary, "preprocess_f0")
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
-from common.audio import load_audio
-from common.checkpoint import CheckpointError, require_file
-from common.filewalk import Job, mirror_path, require_folder, run_jobs
+from common.audio import MIN_FEATURE_SECONDS, load_audio
+from common.checkpoint import CheckpointError
+from common.filewalk import Job, finish, mirror_path, require_folder, run_jobs
 from common.io import save_npy
 from common.runtime import default_device
 from hubert.model import DEFAULT_CHECKPOINT, SAMPLE_RATE, HubertSoft, compute_units, load_hubert
@@ -44,7 +44,7 @@ def init_worker(model_path: str, device: str) -> HubertSoft:
 
 
 def process(job: Job, model: HubertSoft) -> None:
-    wav = load_audio(job.src, SAMPLE_RATE)
+    wav = load_audio(job.src, SAMPLE_RATE, min_seconds=MIN_FEATURE_SECONDS)
     save_npy(job.outputs[0], compute_units(model, wav))
 
 
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     wav_root, vec_root = Path(args.wav), Path(args.vec)
-    try:
-        require_file(args.model, kind="hubert")
+    try:  # a missing or unusable checkpoint is one line here, before any file (workers load their own copy)
+        load_hubert(args.model)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("%s: no <singer>/<name>.wav files found", wav_root)
     summary = run_jobs(jobs, process, workers=args.thread_count, desc="hubert", init=init_worker,
                        init_args=(str(args.model), device))
-    summary.report("hubert units")
-    if not summary.ok:
-        sys.exit(1)
+    code = finish(summary, "hubert units")
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.config import load_config
+from common.config import ConfigError, load_config
 from common.filewalk import Job, finish, mirror_path, require_folder, run_jobs, setup_cli_logging
 from common.io import save_torch
 from common.mel import mel_from_file
@@ -36,6 +36,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     setup_cli_logging()
     wav_root = require_folder(args.wav)
+    try:
+        _load_data_cfg(args.config)  # a bad -c is one line here, not a failure per file
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     wavs = sorted(wav_root.rglob("*.wav"))
     jobs = [Job(src, [mirror_path(src, wav_root, Path(args.spe), ".mel.pt")]) for src in wavs]
     summary = run_jobs(jobs, mel_file, args.thread_count, desc="mel", init=_load_data_cfg, init_args=(args.config,))

@@ -19,10 +19,17 @@ from common.io import write_text
 
 
 def collect(data_root: Path) -> tuple[list[str], list[str]]:
-    """(filelist lines of complete items, names of missing files)."""
+    """(filelist lines of complete items, names of missing files); files directly in waves-32k (no singer folder)
+    and names with the index's ``|`` separator are named on stderr and left out."""
     lines, missing = [], []
     wav_root = data_root / "waves-32k"
+    for wav in sorted(wav_root.glob("*.wav")):
+        print(f"{wav}: not in a singer folder (data_raw/<singer>/*.wav), item left out", file=sys.stderr)
     for wav in sorted(wav_root.glob("*/*.wav")):
+        if "|" in str(wav):
+            print(f"{wav}: '|' separates the index's fields; rename the file (and its singer folder), item left out",
+                  file=sys.stderr)
+            continue
         item = item_for(data_root, wav.parent.name, wav.stem)
         absent = [str(p) for p in (item.mel, item.vec, item.pit, item.spk) if not p.is_file()]
         if absent:

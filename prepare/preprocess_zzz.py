@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.audio import AudioError, list_audio, load_audio, read_audio
-from common.config import load_config
+from common.config import ConfigError, load_config
 from common.features import FeatureError, check_item, read_filelist, read_pit
 
 MIN_MINUTES = 10.0  # less than this per singer: expect timbre leakage and a narrow range
@@ -192,7 +192,11 @@ def main(argv=None) -> int:
     ap.add_argument("--plots", default=None, help="folder for the F0 histograms (default <data>/check)")
     ap.add_argument("--songs", default=None, help="source songs you will convert: warn if they leave a singer's range")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     lists = [Path(args.files) / "train.txt", Path(args.files) / "valid.txt"]
     problems, stats = check_filelists(lists, cfg.grad.n_mels, cfg.grad.n_vecs)
     problems += unindexed(Path(args.data), lists)

@@ -116,7 +116,14 @@ class ResemblyzerBackend(SpeakerBackend):
         import torch  # imported when a model is built: tag helpers and the averaging step do not need it
 
         self.device = torch.device(device)
-        self.model = VoiceEncoder(device=self.device, verbose=False, weights_fpath=checkpoint)
+        try:
+            self.model = VoiceEncoder(device=self.device, verbose=False, weights_fpath=checkpoint)
+        except Exception as exc:  # noqa: BLE001 - torch.load / load_state_dict failures all mean a bad file
+            from common.checkpoint import CheckpointError
+
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CheckpointError(f"{checkpoint}: not a resemblyzer VoiceEncoder checkpoint "
+                                  f"({exc.__class__.__name__}{': ' + msg if msg else ''})") from None
         self.model.eval()
 
     def _embed(self, wav16: np.ndarray) -> np.ndarray:
@@ -164,11 +171,12 @@ def write_backend_tag(folder: str | Path, name: str) -> Path:
 
 
 def find_backend_tag(path: str | Path) -> Path | None:
-    """The ``backend.json`` that governs ``path``: in the folder itself (or the file's folder), else the nearest
-    parent that has one; ``None`` if there is none up to the file-system root."""
+    """The ``backend.json`` that governs ``path``: in the folder itself (or the file's folder), else in the folder
+    above it (``data_gvc/speaker/backend.json`` covers ``data_gvc/speaker/<singer>/*.spk.npy``); ``None`` otherwise.
+    No further up: a tag left in a working folder must not govern every dataset below it."""
     p = Path(path).absolute()
     folder = p if p.is_dir() else p.parent
-    for candidate in (folder, *folder.parents):
+    for candidate in (folder, folder.parent):
         tag = candidate / TAG_FILE
         if tag.is_file():
             return tag

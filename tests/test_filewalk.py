@@ -73,3 +73,24 @@ def test_atomic_path_refuses_a_folder(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a folder"):
         save_npy(tmp_path, np.zeros(3))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_stops_the_loop_and_the_next_run_goes_on(tmp_path):
+    """Ctrl-C (KeyboardInterrupt) ends the loop after the files already written: the summary says interrupted,
+    finish() gives 130, and the same jobs run again do only the rest."""
+    from common.filewalk import finish
+
+    jobs = [Job(tmp_path / f"f{i}", [tmp_path / "out" / f"{i}.txt"]) for i in range(4)]
+    calls = []
+
+    def work(job, state):
+        calls.append(job.src.name)
+        if job.src.name == "f2" and calls.count("f2") == 1:
+            raise KeyboardInterrupt
+        write_text(job.outputs[0], "x")
+
+    summary = run_jobs(jobs, work)
+    assert summary.interrupted and summary.processed == 2 and finish(summary, "t") == 130
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.txt", "1.txt"]
+    again = run_jobs(jobs, work)
+    assert again.skipped == 2 and again.processed == 2 and finish(again, "t") == 0

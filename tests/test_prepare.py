@@ -148,3 +148,49 @@ def test_missing_input_folder_is_one_line_and_exit_2(argv, tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip() == f"error: {missing}: input folder not found"
     assert not out.exists()
+
+
+def test_index_leaves_out_unusable_names(tmp_path):
+    """Step 8 names and leaves out a wav outside any singer folder and a name containing the index's '|'."""
+    from common.audio import AUDIO_EXTENSIONS, list_audio
+
+    data = tmp_path / "data_gvc"
+    for singer, name in (("kal", "ok"), ("kal", "a|b"), (None, "top")):
+        folder = data / "waves-32k" / singer if singer else data / "waves-32k"
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"{name}.wav", tone(0.5, 32000), 32000)
+        if singer:
+            for sub, suffix in (("mel", ".mel.pt"), ("hubert", ".vec.npy"), ("pitch", ".pit.npy"),
+                                ("speaker", ".spk.npy")):
+                (data / sub / singer).mkdir(parents=True, exist_ok=True)
+                (data / sub / singer / f"{name}{suffix}").write_bytes(b"x")
+    res = run("prepare/preprocess_train.py", "--data", data, "--out", tmp_path / "files", "--valid", 0)
+    assert res.returncode == 0, res.stderr
+    assert "top.wav: not in a singer folder" in res.stderr and "a|b.wav: '|' separates" in res.stderr
+    assert (tmp_path / "files" / "train.txt").read_text().count("\n") == 1
+    # formats soundfile reads beyond wav/flac/ogg are found by the file walk
+    sf.write(tmp_path / "x.au", tone(0.2, 16000), 16000)
+    sf.write(tmp_path / "x.caf", tone(0.2, 16000), 16000)
+    assert {".au", ".caf", ".w64"} <= set(AUDIO_EXTENSIONS)
+    assert [p.name for p in list_audio(tmp_path) if p.suffix in (".au", ".caf")] == ["x.au", "x.caf"]
+
+
+def test_feature_steps_refuse_bad_checkpoint_config_and_tiny_clips(tmp_path):
+    """preprocess_hubert with an unusable checkpoint and preprocess_spec with a missing -c stop with one line
+    (exit 2) before any file; a clip too short to give a frame is a per-file 'too short' failure."""
+    waves = tmp_path / "waves-16k" / "alto"
+    waves.mkdir(parents=True)
+    sf.write(waves / "ok.wav", tone(0.5, 16000), 16000)
+    sf.write(waves / "tiny.wav", tone(0.01, 16000), 16000)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all" * 10)
+    res = run("prepare/preprocess_hubert.py", "-w", tmp_path / "waves-16k", "-v", tmp_path / "hubert",
+              "--model", junk)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "junk.pt: cannot load checkpoint: corrupt or not a PyTorch file" in res.stderr
+    res = run("prepare/preprocess_spec.py", "-w", tmp_path / "waves-16k", "-s", tmp_path / "mel", "-c",
+              tmp_path / "nope.yaml")
+    assert res.returncode == 2 and "nope.yaml: config file not found" in res.stderr and "Traceback" not in res.stderr
+    res = run("prepare/preprocess_spec.py", "-w", tmp_path / "waves-16k", "-s", tmp_path / "mel", "-t", 1)
+    assert res.returncode == 1 and "tiny.wav: too short" in res.stderr
+    assert [p.name for p in (tmp_path / "mel" / "alto").iterdir()] == ["ok.mel.pt"]

@@ -47,8 +47,13 @@ def test_load_checkpoint_reads_zip_and_legacy_saves(tmp_path):
         loaded["w"].add_(1)  # a private mapping: writable, the file is unchanged
     assert torch.equal(load_checkpoint(tmp_path / "zip.pt")["w"], state["w"])
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="bad.pt: cannot load checkpoint"):
+    with pytest.raises(CheckpointError, match="bad.pt: cannot load checkpoint: corrupt or not a PyTorch file"):
         load_checkpoint(tmp_path / "bad.pt")
+    import argparse
+
+    torch.save({"args": argparse.Namespace(x=1)}, tmp_path / "objects.pt")  # not only tensors: a trust question
+    with pytest.raises(CheckpointError, match="objects.pt: cannot load checkpoint: it pickles objects other than"):
+        load_checkpoint(tmp_path / "objects.pt")
 
 
 def test_build_loaded_takes_the_files_tensors_without_copies(tmp_path):

@@ -168,6 +168,12 @@ def test_backend_tags(tmp_path):
         read_backend_tag(root / "alto")
     with pytest.raises(ValueError, match="unknown speaker backend"):
         write_backend_tag(root, "xvector")
+    # a tag two folders up (say one speaker/inference.py left in a working folder) governs nothing below
+    deep = tmp_path / "work" / "data_gvc" / "speaker_new"
+    deep.mkdir(parents=True)
+    write_backend_tag(tmp_path / "work", "resemblyzer")
+    assert read_backend_tag(deep) is None and read_backend_tag(deep / "alto" / "x.spk.npy") is None
+    assert read_backend_tag(tmp_path / "work" / "data_gvc") == "resemblyzer"  # the folder just below: covered
 
 
 # ---------------------------------------------------------------- singer average
