@@ -135,19 +135,38 @@ def run_jobs(
         threads = max(1, (os.cpu_count() or 1) // workers)
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                    initargs=(init, init_args, threads))
+        futures = []
         try:
-            futures = [pool.submit(_run_one, work, job) for job in todo]
+            futures.extend(pool.submit(_run_one, work, job) for job in todo)
             for fut in as_completed(futures):
                 src, err = fut.result()
                 _record(summary, src, err)
                 bar.update(1)
         except KeyboardInterrupt:
             summary.interrupted = True
-        finally:  # queued files never start; the workers finish the file they are on and exit
-            pool.shutdown(wait=not summary.interrupted, cancel_futures=True)
+            for fut in futures:  # queued files never start
+                fut.cancel()
+            print(f"{desc}: interrupted; finishing the files in progress", file=sys.stderr)
+            _shutdown_ignoring_sigint(pool)
+        finally:  # (the workers end with the file they are on)
+            pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     _STATE.pop("state", None)
     return summary
+
+
+def _shutdown_ignoring_sigint(pool: ProcessPoolExecutor) -> None:
+    """Wait for the workers' files in progress (at most one each). A second Ctrl-C meanwhile is ignored: leaving
+    the workers mid-file made the interpreter hang at exit."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        previous = None
+    try:
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _record(summary: Summary, src: str, err: str | None) -> None:
