@@ -53,7 +53,7 @@ def export_checkpoint(src: str | Path, dst: str | Path, config: list[str] | None
     # the model's own key order and contiguous CPU copies: no views into the optimizer-laden source
     weights = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     out = {"model": weights, "config": to_dict(cfg), "version": cfg.grad.version}
-    save_torch(dst, out)
+    save_torch(dst, out, durable=True)
     n = sum(v.numel() for k, v in weights.items() if not k.startswith("encoder.speaker."))
     log.info("wrote %s: %d tensors, %.2fM parameters used at inference (+ encoder.speaker, training-only)",
              dst, len(weights), n / 1e6)

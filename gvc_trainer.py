@@ -417,7 +417,7 @@ def save_checkpoint(state: TrainState) -> Path | None:
                        "world_size": state.dist.world_size, "batch_size": state.cfg.train.batch_size},
     }
     path = state.log_dir / checkpoint_name(state.epoch, state.batch_in_epoch, state.steps)
-    save_torch(path, ckpt)
+    save_torch(path, ckpt, durable=True)
     log.info("saved %s (epoch %d, step %d)", path, state.epoch if state.batch_in_epoch else state.epoch - 1,
              state.steps)
     keep = state.cfg.train.keep_checkpoints

@@ -22,9 +22,11 @@ _NEW_FILE_MODE = _new_file_mode()
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; move it onto ``path`` only if the block succeeds. The file
-    gets the permissions a plain write would give (the replaced file's, else the umask's), not the temporary's."""
+    gets the permissions a plain write would give (the replaced file's, else the umask's), not the temporary's.
+    ``durable``: the data and the rename reach the disk before returning (fsync), so a power cut leaves the old or
+    the new file, never an empty one (for checkpoints; feature files can be remade)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; give the output file's path")
@@ -37,7 +39,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         mode = path.stat().st_mode & 0o7777 if path.exists() else _NEW_FILE_MODE
         os.chmod(tmp_path, mode)
+        if durable:
+            _fsync(tmp_path)
         os.replace(tmp_path, path)
+        if durable and os.name == "posix":
+            _fsync(path.parent)  # the directory entry of the rename
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -49,11 +55,19 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
-def save_torch(path: str | Path, obj) -> None:
-    """``torch.save`` atomically (checkpoints, ``.mel.pt``)."""
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_torch(path: str | Path, obj, durable: bool = False) -> None:
+    """``torch.save`` atomically (checkpoints with ``durable=True``, ``.mel.pt``)."""
     import torch
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=durable) as tmp:
         torch.save(obj, tmp)
 
 

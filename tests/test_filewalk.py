@@ -94,3 +94,23 @@ def test_ctrl_c_stops_the_loop_and_the_next_run_goes_on(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.txt", "1.txt"]
     again = run_jobs(jobs, work)
     assert again.skipped == 2 and again.processed == 2 and finish(again, "t") == 0
+
+
+def test_durable_writes_reach_the_disk(tmp_path, monkeypatch):
+    """Checkpoints (durable=True) are fsynced, file then folder, before the call returns; feature files are not."""
+    import torch
+
+    from common.io import save_torch
+
+    synced = []
+    real = os.fsync
+
+    def record(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    save_torch(tmp_path / "ckpt.pt", {"w": torch.ones(2)}, durable=True)
+    assert len(synced) == 2 and ".ckpt." in synced[0] and synced[1] == str(tmp_path)
+    save_torch(tmp_path / "x.mel.pt", torch.ones(2))
+    assert len(synced) == 2
