@@ -24,6 +24,7 @@ from tqdm import tqdm
 from common.audio import AudioError, list_audio, load_audio, read_audio
 from common.config import ConfigError, load_config
 from common.features import FeatureError, check_item, read_filelist, read_pit
+from common.io import write_text
 
 MIN_MINUTES = 10.0  # less than this per singer: expect timbre leakage and a narrow range
 MAX_CLIPPING = 1e-3  # fraction of samples in clipped runs
@@ -108,13 +109,16 @@ def singer_audio_stats(data_root: Path) -> dict:
 
 
 def song_f0_range(songs: Path, method: str) -> tuple[float, float] | None:
+    """5th and 95th percentile of the voiced F0 of ``songs`` (a folder, searched recursively, or one file); songs
+    that cannot be read are named on stderr."""
     from pitch.f0 import compute_f0
 
     voiced = []
-    for path in list_audio(songs):
+    for path in ([songs] if songs.is_file() else list_audio(songs)):
         try:
             f0 = compute_f0(load_audio(path, 16000), 16000, method=method)
-        except AudioError:
+        except AudioError as exc:
+            print(f"WARNING --songs: {exc}; left out of the range", file=sys.stderr)
             continue
         voiced.append(f0[f0 > 0])
     v = np.concatenate(voiced) if voiced else np.zeros(0)
@@ -197,6 +201,9 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.songs and not Path(args.songs).exists():
+        print(f"error: {args.songs}: --songs folder or file not found", file=sys.stderr)
+        return 2
     lists = [Path(args.files) / "train.txt", Path(args.files) / "valid.txt"]
     problems, stats = check_filelists(lists, cfg.grad.n_mels, cfg.grad.n_vecs)
     problems += unindexed(Path(args.data), lists)
@@ -215,9 +222,8 @@ def main(argv=None) -> int:
     warns = warnings_for(summary, songs_range)
     for w in warns:
         print(f"WARNING {w}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"singers": summary, "problems": problems, "warnings": warns},
-                                              indent=2))
+    if args.json:  # atomic, its folder made if needed
+        write_text(args.json, json.dumps({"singers": summary, "problems": problems, "warnings": warns}, indent=2))
     for p in problems:
         print(f"PROBLEM {p}", file=sys.stderr)
     print(f"{len(problems)} problems" if problems else "feature set OK")

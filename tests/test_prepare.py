@@ -135,6 +135,18 @@ def test_dataset_check_ratios_and_warnings():
     assert warnings_for(ok, songs_range=(210.0, 390.0)) == []
 
 
+def test_song_range_reads_one_file_and_names_unreadable_songs(tmp_path, capsys):
+    """--songs may name one song; songs that cannot be read are named, not silently dropped."""
+    from prepare.preprocess_zzz import song_f0_range
+
+    sf.write(tmp_path / "high.wav", tone(1.0, 16000, f0=440.0), 16000)
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    low, high = song_f0_range(tmp_path / "high.wav", "praat")
+    assert abs(low - 440) < 5 and abs(high - 440) < 5
+    assert song_f0_range(tmp_path, "praat") is not None
+    assert "broken.wav" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [
     ["prepare/preprocess_a.py", "-w", "{missing}", "-o", "{out}", "-s", "16000"],
     ["prepare/preprocess_f0.py", "-w", "{missing}", "-p", "{out}"],
