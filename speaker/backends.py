@@ -128,10 +128,14 @@ class ResemblyzerBackend(SpeakerBackend):
 
     def _embed(self, wav16: np.ndarray) -> np.ndarray:
         from resemblyzer import preprocess_wav
+        from resemblyzer.audio import audio_norm_target_dBFS, normalize_volume
 
         wav = preprocess_wav(wav16)  # already 16 kHz: no resampling; volume normalisation + VAD trimming
         if wav.size == 0:
-            raise SilentAudioError("silent: no voice to embed (voice detection kept nothing)")
+            # webrtcvad's smoothed decision can drop a whole short clip of loud singing: embed it untrimmed then
+            if float(np.sqrt(np.mean(np.square(wav16, dtype=np.float64)))) < 10 ** (-50 / 20):
+                raise SilentAudioError("silent: no voice to embed (voice detection kept nothing)")
+            wav = normalize_volume(np.asarray(wav16, dtype=np.float32), audio_norm_target_dBFS, increase_only=True)
         return self.model.embed_utterance(wav.astype(np.float32))
 
 

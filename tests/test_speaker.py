@@ -148,6 +148,10 @@ def test_resemblyzer_same_voice_closer(resemblyzer):
     assert float(kal_a @ kal_b) > float(kal_a @ ked_a) + 0.03
     with pytest.raises(SilentAudioError):
         resemblyzer.embed(np.zeros(32000, np.float32))
+    # a short loud clip that voice detection drops whole (a steady tone) is embedded untrimmed, not refused
+    t = np.arange(8000) / 16000
+    tone = resemblyzer.embed((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+    assert tone.shape == (256,) and np.isfinite(tone).all() and abs(np.linalg.norm(tone) - 1.0) < 1e-4
 
 
 # ---------------------------------------------------------------- backend tags
