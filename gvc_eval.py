@@ -26,7 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from common.audio import AudioError, list_audio, load_audio
+from common.checkpoint import CheckpointError
+from common.io import write_text
 from common.runtime import tune_allocator
+from speaker.backends import BACKENDS
 
 log = logging.getLogger("gvc_eval")
 
@@ -121,12 +124,22 @@ class Evaluator:
         return row
 
 
-def _load_spk(path: str | None) -> np.ndarray | None:
+def _load_spk(path: str | None, backend: str) -> np.ndarray | None:
+    """A ``.spk.npy`` made by ``backend`` (its ``backend.json`` tag, when it has one, must agree: similarities
+    between two encoders' spaces mean nothing)."""
+    from speaker.backends import check_backend
+
     if path is None:
         return None
-    v = np.load(path, allow_pickle=False)
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: speaker file not found")
+    try:
+        v = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any numpy load failure means a bad file
+        raise ValueError(f"{path}: not a .npy speaker embedding ({exc.__class__.__name__})") from None
     if v.shape != (256,):
         raise ValueError(f"{path}: a speaker embedding has shape (256,), this file has {v.shape}")
+    check_backend(path, backend, "its speaker embedding (--backend must match)")
     return v.astype(np.float32)
 
 
@@ -172,28 +185,46 @@ def main(argv=None) -> int:
     ap.add_argument("--source_spk", default=None, help="source singer's .spk.npy (default: embed the source audio)")
     ap.add_argument("--reference", default=None, help="parallel recording(s) of the target singer, for MCD")
     ap.add_argument("--shift", type=float, default=0.0, help="the --shift used for the conversion")
-    ap.add_argument("--backend", default="resemblyzer", help="speaker encoder for similarity: resemblyzer | lstm")
+    ap.add_argument("--backend", choices=BACKENDS, default=None,
+                    help="speaker encoder for similarity; the --target_spk/--source_spk files must be its own "
+                         "(default: the one their backend.json names, else resemblyzer)")
     ap.add_argument("--checkpoint", default=None, help="speaker encoder checkpoint (lstm)")
     ap.add_argument("--f0", dest="f0_method", default="praat")
     ap.add_argument("--json", default=None, help="write all rows and the means here")
     args = ap.parse_args(argv)
     try:
+        if args.backend is None:
+            from speaker.backends import read_backend_tag
+
+            tags = [read_backend_tag(p) for p in (args.target_spk, args.source_spk) if p and Path(p).is_file()]
+            args.backend = next((t for t in tags if t), "resemblyzer")
         ev = Evaluator(args.backend, args.checkpoint, args.f0_method)
-        target, source_spk = _load_spk(args.target_spk), _load_spk(args.source_spk)
+        target = _load_spk(args.target_spk, args.backend)
+        source_spk = _load_spk(args.source_spk, args.backend)
         conv = Path(args.converted)
         files = [conv] if conv.is_file() else list_audio(conv)
         if not files:
             raise ValueError(f"{conv}: no converted audio found")
+        for flag, path in (("--source", args.source), ("--reference", args.reference)):
+            if path and not Path(path).exists():
+                raise ValueError(f"{path}: {flag} file or folder not found")
+        if target is not None or source_spk is not None or args.source:
+            ev.backend  # noqa: B018 - load the speaker encoder once, before any file (a bad checkpoint: one line)
         rows, failed = [], []
         for f in files:
             rel = f.relative_to(conv) if conv.is_dir() else Path(f.name)
             src = _pair(Path(args.source) if args.source else None, rel)
             ref = _pair(Path(args.reference) if args.reference else None, rel)
+            missing = [flag for flag, given, found in (("--source", args.source, src),
+                                                       ("--reference", args.reference, ref)) if given and not found]
+            if missing:  # an unpaired file: named, not a row of blanks
+                failed.append(f"{f}: no {' or '.join(missing)} file of the same name")
+                continue
             try:
                 rows.append(ev.evaluate(f, src, target, source_spk, ref, args.shift))
             except (AudioError, ValueError) as exc:
                 failed.append(f"{f}: {exc}")
-    except (AudioError, ValueError, OSError) as exc:
+    except (AudioError, ValueError, OSError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(table(rows))
@@ -203,7 +234,7 @@ def main(argv=None) -> int:
         cols = [c for c in COLUMNS if any(c in r for r in rows)]
         means = {c: _finite_or_none(np.nanmean([r[c] for r in rows if c in r])) for c in cols}
         clean = [{k: _finite_or_none(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
-        Path(args.json).write_text(json.dumps({"rows": clean, "mean": means, "failed": failed}, indent=2))
+        write_text(args.json, json.dumps({"rows": clean, "mean": means, "failed": failed}, indent=2))
     return 1 if failed else 0
 
 

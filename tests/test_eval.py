@@ -41,3 +41,36 @@ def test_mcd_is_zero_for_the_same_audio_and_larger_for_another_singer():
     shifted = np.r_[np.zeros(400, np.float32), kal]  # DTW absorbs a 25 ms delay
     assert mcd_dtw(kal, shifted, sr) < 1.0
     assert mcd_dtw(kal, ked, sr) > 2.0
+
+
+def test_cli_refuses_other_encoder_embeddings_and_names_unpaired_files(tmp_path, capsys):
+    """A --target_spk tagged for another speaker encoder is refused (similarities across encoders mean nothing); a
+    converted song without its --source is named as failed, not a row of blanks; a missing --source is one line."""
+    import json
+
+    from gvc_eval import main
+
+    conv = tmp_path / "conv"
+    conv.mkdir()
+    x, sr = sf.read(CORPUS / "kal" / "scale.wav", dtype="float32")
+    sf.write(conv / "scale.wav", x, sr)
+    sf.write(conv / "zz.wav", x[: sr // 2], sr)
+    tagged = tmp_path / "lstm_singers"
+    tagged.mkdir()
+    (tagged / "backend.json").write_text(json.dumps({"backend": "lstm", "dim": 256}))
+    np.save(tagged / "kal.spk.npy", np.full(256, 1 / 16, np.float32))
+    argv = ["--converted", str(conv), "--target_spk", str(tagged / "kal.spk.npy")]
+    assert main(argv + ["--backend", "resemblyzer"]) == 2
+    assert "'lstm', but 'resemblyzer'" in capsys.readouterr().err
+    assert main(argv + ["--checkpoint", str(tmp_path / "no_lstm.pth.tar")]) == 2  # the tag picks lstm: its file
+    assert "no_lstm.pth.tar: pretrained file not found" in capsys.readouterr().err
+    assert main(["--converted", str(conv), "--source", str(tmp_path / "nope")]) == 2
+    assert "nope: --source file or folder not found" in capsys.readouterr().err
+    src = tmp_path / "src"
+    src.mkdir()
+    sf.write(src / "scale.wav", x, sr)
+    out = tmp_path / "new" / "eval.json"
+    assert main(["--converted", str(conv), "--reference", str(src), "--json", str(out)]) == 1
+    report = json.loads(out.read_text())
+    assert len(report["rows"]) == 1 and report["rows"][0]["mcd_db"] < 1e-6
+    assert report["failed"] == [f"{conv / 'zz.wav'}: no --reference file of the same name"]
