@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.audio import AudioError, load_audio
+from common.audio import AudioError, load_audio, read_audio
 from common.runtime import tune_allocator
 from grad.samplers import SAMPLERS
 
@@ -157,6 +157,16 @@ def main(argv=None) -> int:
         spk = mix_speakers([args.spk], None, conv.cfg.data.speaker_backend)
         samplers = args.samplers or samplers_for(conv.cfg.grad.decoder)
         valid = samplers_for(conv.cfg.grad.decoder)
+        if min(args.steps) < 1 or args.reference_steps < 1:
+            raise InferenceError("--steps and --reference_steps: at least 1 each")
+        unreadable = []
+        for song in args.wave:  # before hours of sampling, not after
+            try:
+                read_audio(song)
+            except AudioError as exc:
+                unreadable.append(str(exc))
+        if unreadable:
+            raise InferenceError("; ".join(unreadable))
         bad = [s for s in samplers if s not in valid]
         if bad:
             raise InferenceError(f"--samplers {' '.join(bad)}: not samplers of the {conv.cfg.grad.decoder} decoder "

@@ -61,3 +61,11 @@ def test_study_command_on_a_tiny_model(tmp_path, capsys):
     data = json.loads((tmp_path / "study" / "study.json").read_text())
     mcd = {(m["sampler"], m["steps"]): m["mcd_db"] for m in data["summary"]}
     assert mcd[("euler", 2)] < mcd[("euler", 1)]  # more steps, closer to the reference
+    # a bad setting or an unreadable song is one line before any sampling, not after the others' work
+    base = ["--model", str(ckpt), "--spk", str(spk), "--vocoder", "none", "--out", str(tmp_path / "bad"),
+            "--hubert_model", str(cached_official_checkpoint("hubert_soft", prefix="module."))]
+    capsys.readouterr()
+    assert main(base + ["--wave", str(song), "--steps", "0"]) == 2
+    assert "--steps and --reference_steps: at least 1" in capsys.readouterr().err
+    assert main(base + ["--wave", str(song), str(tmp_path / "gone.wav")]) == 2
+    assert "gone.wav: file not found" in capsys.readouterr().err and not (tmp_path / "bad").exists()
