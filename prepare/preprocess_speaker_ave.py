@@ -30,6 +30,12 @@ from speaker.backends import EMBED_DIM, TAG_FILE, check_backend, read_backend_ta
 log = logging.getLogger(__name__)
 
 SUFFIX = ".spk.npy"
+ORIGINAL_SUFFIX = ".spk.orig.npy"  # a per-file vector as the encoder made it, kept when --replace_close rewrites it
+
+
+def original_of(path: Path) -> Path:
+    """``x.spk.npy`` -> ``x.spk.orig.npy``: where --replace_close keeps the encoder's vector it overwrote."""
+    return path.with_name(path.name[: -len(SUFFIX)] + ORIGINAL_SUFFIX)
 
 
 def read_embedding(path: Path, dim: int = EMBED_DIM) -> np.ndarray:
@@ -46,10 +52,12 @@ def read_embedding(path: Path, dim: int = EMBED_DIM) -> np.ndarray:
 
 
 def singer_mean(files: list[Path]) -> np.ndarray:
-    """float32 mean of the embeddings in ``files`` (summed in float32 in order, then divided, as the original)."""
+    """float32 mean of the embeddings in ``files`` (summed in float32 in order, then divided, as the original). A
+    file that --replace_close rewrote counts with its kept original, so a rerun gives the same mean."""
     total = np.zeros(EMBED_DIM, dtype=np.float32)
     for path in files:
-        total = total + read_embedding(path)
+        original = original_of(path)
+        total = total + read_embedding(original if original.is_file() else path)
     return (total / np.float32(len(files))).astype(np.float32)
 
 
@@ -61,8 +69,12 @@ def replace_close(files: list[Path], mean: np.ndarray, threshold: float) -> int:
     ref = torch.from_numpy(mean)
     replaced = 0
     for path in files:
-        cos = torch.cosine_similarity(ref, torch.from_numpy(read_embedding(path)), dim=0)
+        original = original_of(path)
+        vec = read_embedding(original if original.is_file() else path)
+        cos = torch.cosine_similarity(ref, torch.from_numpy(vec), dim=0)
         if float(cos) > threshold:
+            if not original.is_file():
+                save_npy(original, vec)
             save_npy(path, mean)
             replaced += 1
     return replaced

@@ -222,6 +222,10 @@ def test_speaker_ave_replace_close(tmp_path):
     np.testing.assert_array_equal(np.load(spk / "alto/far.spk.npy"), vecs["alto/far"])
     # a singer with one file has cos = 1 to its own mean: rewritten with an identical vector
     np.testing.assert_array_equal(np.load(spk / "bass/c.spk.npy"), vecs["bass/c"])
+    # the encoder's vectors are kept beside the rewritten ones, so a rerun gives the same singer mean
+    np.testing.assert_array_equal(np.load(spk / "alto/a.spk.orig.npy"), vecs["alto/a"])
+    assert preprocess_speaker_ave.main([str(spk), str(out), "--replace_close", "0.85"]) == 0
+    np.testing.assert_array_equal(np.load(out / "alto.spk.npy"), mean)
 
 
 def test_speaker_ave_refuses_mixing_and_reports_bad_files(tmp_path, capsys):
