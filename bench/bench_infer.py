@@ -159,6 +159,12 @@ def main(argv=None) -> None:
     ap.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.runs = args.runs or (["ml:20"] if args.version == "v2" else ["euler:10"])
+    for r in args.runs:
+        name, _, steps = r.partition(":")
+        if not name or not steps.isdigit() or int(steps) < 1:
+            ap.error(f"--runs {r}: expected sampler:steps with steps >= 1 (e.g. euler:10)")
+    if args.repeat < 1 or args.batch < 1 or min(args.seconds) <= 0:
+        ap.error("--repeat and --batch must be >= 1, --seconds > 0")
     if args.one is not None:
         print(json.dumps(one(args)))
         return
@@ -178,7 +184,8 @@ def main(argv=None) -> None:
                       "original_reference": {"cpu_10s_v3_euler10_wall_s": 40.0, "decoder_per_step_s": 3.3,
                                              "note": "the original on this machine, 2 threads, 10 s song"}},
                      indent=2))
+    return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", nargs="*", default=None, help="default fp32 on CPU, fp32 bf16 on CUDA")
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
+    if args.steps < 1 or args.batch_size < 1 or not 1 <= args.min_len <= args.max_len:
+        p.error("--steps and --batch-size must be >= 1, and 1 <= --min-len <= --max-len")
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
     precisions = args.precision or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
