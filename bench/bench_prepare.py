@@ -75,6 +75,10 @@ def main(argv=None) -> None:
             make_raw(raw, args.files, args.seconds)
         seconds = audio_seconds(raw)
         n_files = len(list(raw.rglob("*.wav")))
+        if not n_files or seconds <= 0:
+            ap.error(f"{raw}: no <singer>/*.wav audio to time")
+        if (work / "data_gvc").exists():  # the steps are resumable: a second run would time "already done"
+            ap.error(f"{work / 'data_gvc'} exists; give an empty --work folder")
         hubert = Path(args.hubert_model)
         hubert_note = "official"
         if not hubert.is_file():
