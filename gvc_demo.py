@@ -82,6 +82,16 @@ def pretrained(out: Path) -> dict:
     return choice
 
 
+def file_args(choice: dict) -> tuple[list[str], list[str]]:
+    """The official files' absolute paths for the commands, which run inside the work folder (where the default
+    relative paths point nowhere): (speaker encoder args, vocoder args)."""
+    speaker = ["--checkpoint", str(REPO / "speaker_pretrain" / "best_model.pth.tar")] if (
+        choice["speaker"][0] == "lstm") else []
+    vocoder = ["--vocoder_model", str(REPO / "bigvgan_pretrain" / "nsf_bigvgan_pretrain_32K.pth")] if (
+        choice["vocoder"][0] == "bigvgan") else []
+    return speaker, vocoder
+
+
 def main(argv=None) -> int:
     tune_allocator()
     ap = argparse.ArgumentParser(description="Grad-SVC end to end on a festival-sung corpus.")
@@ -112,7 +122,9 @@ def main(argv=None) -> int:
     run([py, prep / "preprocess_spec.py", "-w", f"{d}/waves-32k/", "-s", f"{d}/mel", "-t", "0"], out, "3. mel")
     run([py, prep / "preprocess_hubert.py", "-w", f"{d}/waves-16k/", "-v", f"{d}/hubert", "--model",
          choice["hubert"][0]], out, "4. hubert")
-    run([py, prep / "preprocess_speaker.py", f"{d}/waves-16k/", f"{d}/speaker", "--backend", choice["speaker"][0]],
+    speaker_args, vocoder_args = file_args(choice)
+    run([py, prep / "preprocess_speaker.py", f"{d}/waves-16k/", f"{d}/speaker", "--backend", choice["speaker"][0],
+         *speaker_args],
         out, "5. speaker")
     run([py, prep / "preprocess_speaker_ave.py", f"{d}/speaker/", f"{d}/singer"], out, "6. singer mean")
     run([py, prep / "preprocess_train.py", "--valid", "2"], out, "8. training index")
@@ -134,11 +146,13 @@ def main(argv=None) -> int:
     wave = f"{d}/waves-16k/{singer}/{song}.wav"
     converted = out / f"{song}_{singer}_as_{TARGET}.wav"
     run([py, REPO / "gvc_inference.py", "--model", "gvc.pth", "--spk", f"{d}/singer/{TARGET}.spk.npy", "--wave", wave,
-         "--out", converted, "--vocoder", choice["vocoder"][0], "--seed", "1", "--hubert_model", choice["hubert"][0]],
+         "--out", converted, "--vocoder", choice["vocoder"][0], "--seed", "1", "--hubert_model", choice["hubert"][0],
+         *vocoder_args],
         out, "convert")
     ev = run([py, REPO / "gvc_eval.py", "--converted", converted, "--source", wave, "--target_spk",
               f"{d}/singer/{TARGET}.spk.npy", "--source_spk", f"{d}/singer/{singer}.spk.npy", "--reference",
-              f"{d}/waves-16k/{TARGET}/{song}.wav", "--backend", choice["speaker"][0], "--json", "eval.json"],
+              f"{d}/waves-16k/{TARGET}/{song}.wav", "--backend", choice["speaker"][0], *speaker_args,
+              "--json", "eval.json"],
              out, "evaluate")
     print(ev.stdout, end="")
     metrics = json.loads((out / "eval.json").read_text())["mean"]

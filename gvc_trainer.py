@@ -253,6 +253,13 @@ def apply_pretrain(model: GradSVC, cfg: DictConfig) -> None:
     missing, _ = load_state_report(model, state, str(path), allow_missing=("encoder.speaker.",))
     log.info("fine-tuning from %s (%d tensors loaded%s); learning rate %g", path, len(state),
              f", {len(missing)} training-only keys fresh" if missing else "", cfg.train.learning_rate)
+    # official files carry no config: they were trained on the LSTM encoder's embeddings
+    trained_on = ((stored_cfg or {}).get("data") or {}).get("speaker_backend") or "lstm"
+    if trained_on != cfg.data.speaker_backend:
+        frozen = [p for p in cfg.train.freeze if p == "spk_emb" or str(p).startswith("spk_emb.")]
+        log.warning("%s was trained on '%s' speaker embeddings, these features are '%s': the speaker projection "
+                    "must learn the new space%s", path, trained_on, cfg.data.speaker_backend,
+                    " (train.freeze keeps spk_emb fixed: drop it from train.freeze)" if frozen else "")
 
 
 def apply_freeze(model: GradSVC, prefixes: list[str]) -> None:

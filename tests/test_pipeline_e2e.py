@@ -60,3 +60,17 @@ def test_numbered_pipeline_builds_the_whole_tree(tmp_path):
     # rerunning a step skips the complete outputs
     again = step(tmp_path, p / "preprocess_f0.py", "-w", "data_gvc/waves-16k/", "-p", "data_gvc/pitch")
     assert "4 already done" in again.stderr
+
+
+def test_demo_passes_the_official_files_by_absolute_path():
+    """gvc_demo runs its commands inside the work folder: an official speaker encoder or vocoder it found must be
+    passed by absolute path (the commands' relative defaults point nowhere there); fallbacks need no file."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import gvc_demo
+
+    speaker, vocoder = gvc_demo.file_args({"speaker": ("lstm", ""), "vocoder": ("bigvgan", "")})
+    assert speaker[0] == "--checkpoint" and Path(speaker[1]).is_absolute()
+    assert speaker[1].endswith("speaker_pretrain/best_model.pth.tar")
+    assert vocoder[0] == "--vocoder_model" and Path(vocoder[1]).is_absolute()
+    assert vocoder[1].endswith("bigvgan_pretrain/nsf_bigvgan_pretrain_32K.pth")
+    assert gvc_demo.file_args({"speaker": ("resemblyzer", ""), "vocoder": ("griffinlim", "")}) == ([], [])

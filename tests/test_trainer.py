@@ -278,3 +278,15 @@ def test_zero_intervals_are_config_errors(key):
 
     with pytest.raises(ConfigError, match=f"train.{key} must be at least 1"):
         load_config(TINY, overrides=[f"train.{key}=0"])
+
+
+def test_finetune_across_speaker_encoders_warns(feat, straight, tmp_path, caplog):
+    """An official-layout pretrain (no config: trained on LSTM embeddings) fine-tuned on resemblyzer features says
+    the speaker projection must learn the new space, and that a frozen spk_emb cannot."""
+    official = tmp_path / "gvc.pretrain.pth"
+    torch.save({"model": load(straight / "grad_svc_2.pt")["model"]}, official)
+    with caplog.at_level(logging.WARNING):
+        assert tr.main(args_for(feat, tmp_path / "logs", "--finetune", str(official), "train.freeze=[spk_emb]",
+                                "data.speaker_backend=resemblyzer", "--max-steps", "1")) == 0
+    assert "trained on 'lstm' speaker embeddings, these features are 'resemblyzer'" in caplog.text
+    assert "drop it from train.freeze" in caplog.text
