@@ -127,20 +127,13 @@ class Evaluator:
 def _load_spk(path: str | None, backend: str) -> np.ndarray | None:
     """A ``.spk.npy`` made by ``backend`` (its ``backend.json`` tag, when it has one, must agree: similarities
     between two encoders' spaces mean nothing)."""
-    from speaker.backends import check_backend
+    from speaker.backends import check_backend, read_speaker_file
 
     if path is None:
         return None
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: speaker file not found")
-    try:
-        v = np.load(path, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any numpy load failure means a bad file
-        raise ValueError(f"{path}: not a .npy speaker embedding ({exc.__class__.__name__})") from None
-    if v.shape != (256,):
-        raise ValueError(f"{path}: a speaker embedding has shape (256,), this file has {v.shape}")
+    v = read_speaker_file(path)
     check_backend(path, backend, "its speaker embedding (--backend must match)")
-    return v.astype(np.float32)
+    return v
 
 
 def _pair(base: Path | None, rel: Path) -> Path | None:

@@ -104,7 +104,7 @@ def crossfade_weights(start: int, end: int, n: int, context: int) -> np.ndarray:
 
 def mix_speakers(paths: list[str], weights: list[float] | None, expected_backend: str | None) -> np.ndarray:
     """The weighted mean of one or more ``.spk.npy`` files ``[256]`` (weights are normalised to sum to 1)."""
-    from speaker.backends import read_backend_tag
+    from speaker.backends import read_backend_tag, read_speaker_file
 
     if weights and len(weights) != len(paths):
         raise InferenceError(f"--spk_weights: {len(weights)} weights for {len(paths)} --spk files")
@@ -113,19 +113,9 @@ def mix_speakers(paths: list[str], weights: list[float] | None, expected_backend
         raise InferenceError("--spk_weights: weights must be finite and >= 0 with a positive sum")
     vecs = []
     for p in paths:
-        if not Path(p).is_file():
-            raise InferenceError(f"{p}: speaker file not found")
-        try:
-            v = np.load(p, allow_pickle=False)
-        except Exception as exc:  # noqa: BLE001 - any numpy load failure means a bad file
-            raise InferenceError(f"{p}: not a .npy speaker embedding ({exc.__class__.__name__})") from None
-        if v.shape != (256,):
-            raise InferenceError(f"{p}: a speaker embedding has shape (256,), this file has {v.shape}")
-        if not np.isfinite(v).all():
-            raise InferenceError(f"{p}: speaker embedding contains NaN or infinite values")
-        try:
-            tag = read_backend_tag(p)
-        except ValueError as exc:  # a malformed backend.json beside the file
+        try:  # a bad file, or a malformed backend.json beside it
+            v, tag = read_speaker_file(p), read_backend_tag(p)
+        except ValueError as exc:
             raise InferenceError(str(exc).splitlines()[0]) from None
         if expected_backend and tag and tag != expected_backend:
             raise InferenceError(f"{p}: made by the '{tag}' speaker encoder, but the model was trained on "

@@ -25,7 +25,7 @@ import numpy as np
 
 from common.filewalk import Job, finish, require_folder, run_jobs, setup_cli_logging
 from common.io import save_npy
-from speaker.backends import EMBED_DIM, TAG_FILE, check_backend, read_backend_tag, write_backend_tag
+from speaker.backends import EMBED_DIM, TAG_FILE, check_backend, read_backend_tag, read_speaker_file, write_backend_tag
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +38,13 @@ def original_of(path: Path) -> Path:
     return path.with_name(path.name[: -len(SUFFIX)] + ORIGINAL_SUFFIX)
 
 
-def read_embedding(path: Path, dim: int = EMBED_DIM) -> np.ndarray:
-    """One ``.spk.npy`` as float32 ``(dim,)``; a one-line ``ValueError`` naming the file otherwise."""
-    try:
-        emb = np.load(path, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any read failure means a bad file
-        raise ValueError(f"{path}: cannot read embedding ({str(exc).splitlines()[0] if str(exc) else exc})") from None
-    if emb.shape != (dim,):
-        raise ValueError(f"{path}: expected an embedding of shape ({dim},), got {emb.shape}")
-    if not np.isfinite(emb).all():
-        raise ValueError(f"{path}: contains NaN or infinite values")
-    return emb.astype(np.float32)
-
-
 def singer_mean(files: list[Path]) -> np.ndarray:
     """float32 mean of the embeddings in ``files`` (summed in float32 in order, then divided, as the original). A
     file that --replace_close rewrote counts with its kept original, so a rerun gives the same mean."""
     total = np.zeros(EMBED_DIM, dtype=np.float32)
     for path in files:
         original = original_of(path)
-        total = total + read_embedding(original if original.is_file() else path)
+        total = total + read_speaker_file(original if original.is_file() else path)
     return (total / np.float32(len(files))).astype(np.float32)
 
 
@@ -70,7 +57,7 @@ def replace_close(files: list[Path], mean: np.ndarray, threshold: float) -> int:
     replaced = 0
     for path in files:
         original = original_of(path)
-        vec = read_embedding(original if original.is_file() else path)
+        vec = read_speaker_file(original if original.is_file() else path)
         cos = torch.cosine_similarity(ref, torch.from_numpy(vec), dim=0)
         if float(cos) > threshold:
             if not original.is_file():

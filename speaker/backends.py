@@ -165,6 +165,22 @@ def load_speaker_backend(
     raise ValueError(f"unknown speaker backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
+def read_speaker_file(path: str | Path) -> np.ndarray:
+    """A ``.spk.npy`` as float32 ``[256]``; a one-line ``ValueError`` naming the file when it is missing, not a
+    .npy array, of another shape or not finite."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: speaker file not found")
+    try:
+        v = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any numpy load failure means a bad file
+        raise ValueError(f"{path}: not a .npy speaker embedding ({exc.__class__.__name__})") from None
+    if v.shape != (EMBED_DIM,):
+        raise ValueError(f"{path}: a speaker embedding has shape ({EMBED_DIM},), this file has {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError(f"{path}: speaker embedding contains NaN or infinite values")
+    return v.astype(np.float32)
+
+
 def write_backend_tag(folder: str | Path, name: str) -> Path:
     """Write ``folder/backend.json`` = ``{"backend": name, "dim": 256}`` (atomically); returns its path."""
     if name not in BACKENDS:

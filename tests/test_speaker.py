@@ -243,7 +243,7 @@ def test_speaker_ave_refuses_mixing_and_reports_bad_files(tmp_path, capsys):
     np.save(spk / "bass" / "bad.spk.npy", np.zeros(128, np.float32))
     assert preprocess_speaker_ave.main([str(spk), str(out)]) == 1
     err = capsys.readouterr().err
-    assert "bad.spk.npy: expected an embedding of shape (256,)" in err
+    assert "bad.spk.npy: a speaker embedding has shape (256,)" in err
     assert (out / "alto.spk.npy").is_file() and not (out / "bass.spk.npy").exists()
 
 
