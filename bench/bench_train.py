@@ -193,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for precision in precisions:
-            results["runs"].append(run_one(tr, args, precision, device, Path(tmp) / precision))
+            try:
+                results["runs"].append(run_one(tr, args, precision, device, Path(tmp) / precision))
+            except (tr.DataProblems, tr.ConfigError) as exc:  # e.g. --min-len below data.min_frames: no items
+                print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+                return 2
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
