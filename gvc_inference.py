@@ -431,26 +431,30 @@ def check_options(args, cfg) -> None:
     shift_f0(np.zeros(1), args.shift)  # an absurd shift
 
 
-def folder_jobs(wave: Path, out_root: Path, png: bool) -> list:
+def folder_jobs(wave: Path, out_root: Path, png: bool, extra: dict) -> list:
     """One job per song under ``wave``: the output mirrors its relative path as ``.wav``; songs that would share an
     output (``a.wav`` and ``a.flac``) keep their format in the name (``a_wav.wav``, ``a_flac.wav``)."""
-    from common.filewalk import Job
+    from common.filewalk import Job, mirror_path
 
     files = list_audio(wave)
-    outs = [out_root / f.relative_to(wave).with_suffix(".wav") for f in files]
+    outs = [mirror_path(f, wave, out_root, ".wav") for f in files]
     shared = {o for o in outs if outs.count(o) > 1}
     jobs = []
     for src, out in zip(files, outs):
         if out in shared:
             out = out.with_name(f"{src.stem}_{src.suffix.lstrip('.').lower()}.wav")
-        jobs.append(Job(src, [out] + ([companion_paths(out)[1]] if png else [])))
+        jobs.append(Job(src, [out] + ([companion_paths(out)[1]] if png else []), extra))
     return jobs
+
+
+def make_converter(args) -> Converter:
+    return Converter(args.model, args.config, args.device, args.vocoder, args.vocoder_model, args.hubert_model,
+                     args.f0_method, args.half, args.batch)
 
 
 def _folder_converter(args, spk: np.ndarray):
     """Worker state of folder mode: its own converter (models loaded once per process) and the speaker."""
-    return Converter(args.model, args.config, args.device, args.vocoder, args.vocoder_model, args.hubert_model,
-                     args.f0_method, args.half, args.batch), spk
+    return make_converter(args), spk
 
 
 def _convert_job(job, state) -> None:
@@ -461,8 +465,7 @@ def _convert_job(job, state) -> None:
 
 
 def run(args) -> int:
-    converter = Converter(args.model, args.config, args.device, args.vocoder, args.vocoder_model, args.hubert_model,
-                          args.f0_method, args.half, args.batch)
+    converter = make_converter(args)
     cfg = converter.cfg
     check_options(args, cfg)
     spk = mix_speakers(args.spk, args.spk_weights, cfg.data.speaker_backend)
@@ -480,17 +483,12 @@ def run(args) -> int:
         out_root = Path(args.out or "gvc_out")
         if out_root.exists() and not out_root.is_dir():
             raise InferenceError(f"{out_root}: --out must be a folder in folder mode")
-        jobs = folder_jobs(wave, out_root, not args.no_png)
+        jobs = folder_jobs(wave, out_root, not args.no_png, {"convert": opts, "png": not args.no_png})
         if not jobs:
             raise InferenceError(f"{wave}: no audio files in this folder")
-        for job in jobs:
-            job.extra = {"convert": opts, "png": not args.no_png}
-        if args.workers > 1:  # each process loads its own models
-            summary = run_jobs(jobs, _convert_job, args.workers, "convert", _folder_converter, (args, spk),
-                               skip_done=not args.overwrite)
-        else:
-            summary = run_jobs(jobs, _convert_job, 1, "convert", lambda: (converter, spk),
-                               skip_done=not args.overwrite)
+        # worker processes load their own models; in this process the converter above is used
+        summary = run_jobs(jobs, _convert_job, args.workers, "convert", _folder_converter, (args, spk),
+                           skip_done=not args.overwrite, ready=(converter, spk))
         print(f"converted {summary.processed} of {len(jobs)} songs into {out_root}"
               + (f" ({summary.skipped} already there; --overwrite converts them again)" if summary.skipped else ""))
         return finish(summary, "convert")

@@ -103,8 +103,10 @@ def run_jobs(
     init: Callable[..., Any] | None = None,
     init_args: tuple = (),
     skip_done: bool = True,
+    ready: Any = None,
 ) -> Summary:
-    """Run ``work(job, state)`` for every job not yet done; ``state = init(*init_args)`` once per process.
+    """Run ``work(job, state)`` for every job not yet done; ``state = init(*init_args)`` once per process, or
+    ``ready`` when the loop runs in this process and the caller already holds that state (models loaded once).
 
     ``work``, ``init`` and the job data must be picklable (module-level functions) when ``workers > 1``.
     """
@@ -120,7 +122,10 @@ def run_jobs(
     tune_allocator()
     if workers == 1:
         try:
-            state = init(*init_args) if init is not None and todo else None
+            if ready is not None:
+                state = ready
+            else:
+                state = init(*init_args) if init is not None and todo else None
             _STATE["state"] = state
             for job in todo:
                 src, err = _run_one(work, job)

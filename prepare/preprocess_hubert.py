@@ -52,18 +52,18 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     wav_root, vec_root = Path(args.wav), Path(args.vec)
+    device = default_device(args.device)
     try:  # a missing or unusable checkpoint is one line here, before any file (workers load their own copy)
-        load_hubert(args.model)
+        model = load_hubert(args.model, device=device)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     require_folder(wav_root)
-    device = default_device(args.device)
     jobs = find_jobs(wav_root, vec_root)
     if not jobs:
         log.warning("%s: no <singer>/<name>.wav files found", wav_root)
     summary = run_jobs(jobs, process, workers=args.thread_count, desc="hubert", init=init_worker,
-                       init_args=(str(args.model), device))
+                       init_args=(str(args.model), device), ready=model)
     code = finish(summary, "hubert units")
     if code:
         sys.exit(code)

@@ -36,14 +36,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     setup_cli_logging()
     wav_root = require_folder(args.wav)
-    try:
-        _load_data_cfg(args.config)  # a bad -c is one line here, not a failure per file
+    try:  # a bad -c is one line here, not a failure per file
+        data_cfg = _load_data_cfg(args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     wavs = sorted(wav_root.rglob("*.wav"))
     jobs = [Job(src, [mirror_path(src, wav_root, Path(args.spe), ".mel.pt")]) for src in wavs]
-    summary = run_jobs(jobs, mel_file, args.thread_count, desc="mel", init=_load_data_cfg, init_args=(args.config,))
+    summary = run_jobs(jobs, mel_file, args.thread_count, desc="mel", init=_load_data_cfg, init_args=(args.config,),
+                       ready=data_cfg)
     return finish(summary, "mel")
 
 

@@ -114,3 +114,13 @@ def test_durable_writes_reach_the_disk(tmp_path, monkeypatch):
     assert len(synced) == 2 and ".ckpt." in synced[0] and synced[1] == str(tmp_path)
     save_torch(tmp_path / "x.mel.pt", torch.ones(2))
     assert len(synced) == 2
+
+
+def test_in_process_loop_uses_the_state_the_caller_holds(tmp_path):
+    """``ready``: a loop that runs in this process takes the caller's state (models it already loaded) and never
+    calls init a second time."""
+    inits = []
+    jobs = [Job(tmp_path / f"f{i}", [tmp_path / "out" / f"{i}.txt"]) for i in range(2)]
+    summary = run_jobs(jobs, _work, workers=4, init=lambda: inits.append(1) or "fresh", ready="loaded")
+    assert summary.processed == 2 and not inits
+    assert all(p.read_text().startswith("loaded:") for p in (tmp_path / "out").iterdir())
