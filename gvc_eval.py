@@ -29,7 +29,7 @@ from common.audio import AudioError, list_audio, load_audio
 from common.checkpoint import CheckpointError
 from common.io import write_text
 from common.runtime import tune_allocator
-from speaker.backends import BACKENDS
+from speaker.backends import BACKENDS, check_backend, load_speaker_backend, read_backend_tag, read_speaker_file
 
 log = logging.getLogger("gvc_eval")
 
@@ -94,8 +94,6 @@ class Evaluator:
     @property
     def backend(self):
         if self._backend is None:
-            from speaker.backends import load_speaker_backend
-
             self._backend = load_speaker_backend(self.backend_name, self.checkpoint, self.device)
         return self._backend
 
@@ -127,8 +125,6 @@ class Evaluator:
 def _load_spk(path: str | None, backend: str) -> np.ndarray | None:
     """A ``.spk.npy`` made by ``backend`` (its ``backend.json`` tag, when it has one, must agree: similarities
     between two encoders' spaces mean nothing)."""
-    from speaker.backends import check_backend, read_speaker_file
-
     if path is None:
         return None
     v = read_speaker_file(path)
@@ -187,8 +183,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.backend is None:
-            from speaker.backends import read_backend_tag
-
             tags = [read_backend_tag(p) for p in (args.target_spk, args.source_spk) if p and Path(p).is_file()]
             args.backend = next((t for t in tags if t), "resemblyzer")
         ev = Evaluator(args.backend, args.checkpoint, args.f0_method)

@@ -39,7 +39,8 @@ def export_checkpoint(src: str | Path, dst: str | Path, config: list[str] | None
         cfg = apply_overlays(stored.copy(), *(config or []))
         validate(cfg)
         check_model_kind(src, meta.get("version"), cfg_dict, cfg.grad)
-        changed = sorted(k for k, v in to_dict(cfg).items() if v != to_dict(stored).get(k))
+        before = to_dict(stored)
+        changed = sorted(k for k, v in to_dict(cfg).items() if v != before.get(k))
         if changed:
             log.info("%s: stored config with -c %s on top (sections changed: %s)", src, " ".join(config),
                      ", ".join(changed))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.audio import AudioError, load_audio, read_audio
+from common.audio import AudioError, load_audio
 from common.runtime import tune_allocator
 from grad.samplers import SAMPLERS
 
@@ -53,14 +53,14 @@ def samplers_for(kind: str) -> list[str]:
     return [name for name, spec in SAMPLERS.items() if spec.kind == kind]
 
 
-def study(conv, songs: list[str], spk: np.ndarray, samplers: list[str], steps: list[int], reference_steps: int,
-          seed: int, vocoder: bool) -> list[dict]:
+def study(conv, songs: list[tuple[str, np.ndarray]], spk: np.ndarray, samplers: list[str], steps: list[int],
+          reference_steps: int, seed: int, vocoder: bool) -> list[dict]:
+    """``songs``: (path, its audio at 16 kHz) pairs."""
     from gvc_inference import align
 
     default = conv.cfg.grad.sampler
     rows = []
-    for song in songs:
-        wav16 = load_audio(song, 16000)
+    for song, wav16 in songs:
         vec, f0 = align(conv.units(wav16), conv.f0(wav16))
         ref = conv.acoustic(vec, f0, spk, steps=reference_steps, sampler=default, seed=seed)
         for sampler in samplers:
@@ -159,10 +159,10 @@ def main(argv=None) -> int:
         valid = samplers_for(conv.cfg.grad.decoder)
         if min(args.steps) < 1 or args.reference_steps < 1:
             raise InferenceError("--steps and --reference_steps: at least 1 each")
-        unreadable = []
-        for song in args.wave:  # before hours of sampling, not after
+        songs, unreadable = [], []
+        for song in args.wave:  # all read before hours of sampling, not found unreadable after
             try:
-                read_audio(song)
+                songs.append((song, load_audio(song, 16000)))
             except AudioError as exc:
                 unreadable.append(str(exc))
         if unreadable:
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         if bad:
             raise InferenceError(f"--samplers {' '.join(bad)}: not samplers of the {conv.cfg.grad.decoder} decoder "
                                  f"(choose from {', '.join(valid)})")
-        rows = study(conv, args.wave, spk, samplers, sorted(set(args.steps)), args.reference_steps, args.seed,
+        rows = study(conv, songs, spk, samplers, sorted(set(args.steps)), args.reference_steps, args.seed,
                      args.vocoder != "none")
     except (AudioError, InferenceError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

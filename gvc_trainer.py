@@ -651,7 +651,7 @@ def load_vocoder(cfg: DictConfig, device: torch.device):
         return None
     # building the generator draws its random initial weights: not from the training run's streams (rank 0 alone
     # loads it, and a resumed run must draw what the uninterrupted one drew)
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    with rng_neutral(device):
         generator = load_bigvgan(cfg.train.vocoder, device=device)
     log.info("validation audio with the vocoder %s", cfg.train.vocoder)
 
@@ -664,14 +664,18 @@ def load_vocoder(cfg: DictConfig, device: torch.device):
     return run
 
 
+def rng_neutral(device: torch.device):
+    """A block whose random draws leave the training run's streams (CPU, and ``device``'s on CUDA) as they were."""
+    return torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
+
+
 def validate(state: TrainState, vocoder) -> dict[str, float]:
     """Validation loss and preview synthesis (rank 0). RNG-neutral: the training run's random streams are untouched."""
     if state.valid_set is None or state.writer is None:
         return {}
     state.model.eval()
-    devices = [state.device.index or 0] if state.device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        with rng_neutral(state.device):
             torch.manual_seed(state.cfg.train.seed)
             losses = validation_loss(state)
             for k, v in losses.items():

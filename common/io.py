@@ -21,15 +21,22 @@ def _new_file_mode() -> int:
 _NEW_FILE_MODE = _new_file_mode()
 
 
+def check_output_path(path: str | Path) -> Path:
+    """``path`` as a Path; a one-line ``IsADirectoryError`` when it names an existing folder (check before the work
+    whose result goes there)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; give the output file's path")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; move it onto ``path`` only if the block succeeds. The file
     gets the permissions a plain write would give (the replaced file's, else the umask's), not the temporary's.
     ``durable``: the data and the rename reach the disk before returning (fsync), so a power cut leaves the old or
     the new file, never an empty one (for checkpoints; feature files can be remade)."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a folder; give the output file's path")
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the real suffix last so libraries that pick a format by extension (soundfile, np.save) behave
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + "".join(path.suffixes[-1:]), dir=path.parent)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from common.audio import MIN_FEATURE_SECONDS, AudioError, load_audio
 from common.checkpoint import CheckpointError
-from common.io import save_npy
+from common.io import check_output_path, save_npy
 from common.runtime import default_device, tune_allocator
 from hubert.model import DEFAULT_CHECKPOINT, HOP, SAMPLE_RATE, compute_units, load_hubert
 
@@ -34,13 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     device = default_device(args.device)
-    if Path(args.vec).is_dir():
-        print(f"error: {args.vec}: is a folder; give the units file's path", file=sys.stderr)
-        sys.exit(2)
     try:
+        check_output_path(args.vec)
         wav = load_audio(args.wav, SAMPLE_RATE, min_seconds=MIN_FEATURE_SECONDS)
         model = load_hubert(args.model, device=device)
-    except (CheckpointError, AudioError) as exc:
+    except (CheckpointError, AudioError, IsADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     units = compute_units(model, wav, device=device)

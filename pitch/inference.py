@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from common.audio import AudioError, load_audio
 from common.config import ConfigError, load_config
+from common.io import check_output_path
 from common.runtime import default_device, tune_allocator
 from pitch.csv_io import save_csv_pitch
 from pitch.f0 import METHODS, SAMPLE_RATE, compute_f0
@@ -39,10 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         method = args.method or load_config(args.config).data.f0_method
-    except ConfigError as exc:
+        check_output_path(args.pit)
+    except (ConfigError, IsADirectoryError) as exc:
         sys.exit(f"error: {exc}")
-    if Path(args.pit).is_dir():
-        sys.exit(f"error: {args.pit}: is a folder; give the pitch CSV's path")
     if method not in METHODS:
         sys.exit(f"error: data.f0_method {method!r} is not one of {', '.join(METHODS)}")
     device = default_device(args.device)
