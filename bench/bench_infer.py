@@ -50,7 +50,6 @@ def song(seconds: float, path: Path) -> Path:
     return path
 
 
-
 def timed(fn, device):
     synchronize(device)
     t0 = time.perf_counter()
@@ -143,7 +142,7 @@ def one(args) -> dict:
     return out
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     tune_allocator()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0])
@@ -167,7 +166,7 @@ def main(argv=None) -> None:
         ap.error("--repeat and --batch must be >= 1, --seconds > 0")
     if args.one is not None:
         print(json.dumps(one(args)))
-        return
+        return 0
     results = []
     for s in args.seconds:
         cmd = [sys.executable, __file__, "--one", str(s), "--version", args.version, "--work", args.work,
