@@ -290,3 +290,15 @@ def test_finetune_across_speaker_encoders_warns(feat, straight, tmp_path, caplog
                                 "data.speaker_backend=resemblyzer", "--max-steps", "1")) == 0
     assert "trained on 'lstm' speaker embeddings, these features are 'resemblyzer'" in caplog.text
     assert "drop it from train.freeze" in caplog.text
+
+
+def test_finetune_config_freezes_what_the_original_froze():
+    """configs/finetune.yaml freezes pit_emb, spk_emb, encoder.prenet and encoder.speaker, as the original's
+    fine_tune(): 25,291,055 of the base model's 33,886,191 parameters stay trainable."""
+    cfg = load_config(str(REPO_ROOT / "configs" / "finetune.yaml"))
+    with torch.device("meta"):  # shapes only: no weights initialised
+        model = GradSVC(cfg.grad)
+    tr.apply_freeze(model, list(cfg.train.freeze))
+    assert cfg.train.learning_rate == pytest.approx(2e-5)
+    assert sum(p.numel() for p in model.parameters()) == 33_886_191
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 25_291_055
