@@ -87,8 +87,8 @@ class SVCDataset(Dataset):
         if not self.train:
             return 0
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
-        # the original draws from [0, length - use - 1]; the last possible start is included here
-        return int(rng.integers(0, length - use + 1))
+        # the original's random.randint(0, length - use - 1): the last aligned frame is never inside a window
+        return int(rng.integers(0, length - use))
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         """``index`` or ``(epoch, index)`` (``EpochTagged``: persistent loader workers never see ``set_epoch``)."""

@@ -63,6 +63,9 @@ class InstanceNormPrenet(nn.Module):
             for i in range(PRENET_LAYERS)
         )
         self.proj = nn.Conv1d(channels, channels, 1)
+        # zero-initialised as the original's ConvReluNorm: from scratch, mu starts out depending on pitch and speaker
+        self.proj.weight.data.zero_()
+        self.proj.bias.data.zero_()
         self.drop = nn.Dropout(PRENET_DROPOUT)
 
     def instance_norm(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -90,7 +90,8 @@ class GradSVC(nn.Module):
         mel [B, 100, T], lengths [B] int64 (mel frames), vec [B, T, 256], pit [B, T] Hz, spk [B, 256]; T a
         multiple of 4 with zero padding beyond each length.
         * prior: Gaussian NLL of the mel around mu (unit variance), mean over valid frames and bands;
-        * mel: 1 - SSIM(mu, mel) over valid frames; spk: 1 - cos(true speaker, GRL classifier prediction);
+        * mel: 1 - SSIM(mu, mel) averaged over the whole padded batch (as the original);
+        * spk: 1 - cos(true speaker, GRL classifier prediction);
         * diff: the decoder loss on one random ``fix_len_compatibility(out_size)``-frame segment per item (the
           whole sequence when ``out_size`` is None or not shorter than T); 0 when ``use_decoder`` is False
           (the original skips it during its first ``fast_epochs``).
@@ -104,7 +105,7 @@ class GradSVC(nn.Module):
         mu, mask, prenet, spk64 = self._embed(vec, pit, spk, lengths)
         n_valid = torch.sum(mask) * self.n_mels
         prior = torch.sum(0.5 * ((mel - mu) ** 2 + math.log(2 * math.pi)) * mask) / n_valid
-        mel_loss = ssim_loss(mu, mel, mask)
+        mel_loss = ssim_loss(mu, mel)
         spk_pred = self.encoder.speaker(prenet, mask)
         spk_loss = torch.mean(1.0 - F.cosine_similarity(spk, spk_pred, dim=-1))
         if use_decoder:

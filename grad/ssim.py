@@ -25,11 +25,14 @@ def gaussian_window(size: int = WINDOW, sigma: float = SIGMA, dtype=torch.float3
     return torch.outer(g, g)[None, None]
 
 
-def ssim_loss(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """1 - mean SSIM over the valid frames: fake, real [B, F, T] log-mels, mask [B, 1, T] -> scalar.
+def ssim_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """1 - mean SSIM over every position of the padded batch: fake, real [B, F, T] log-mels (zero in the padding)
+    -> scalar.
 
     # SSIM: Wang et al., IEEE TIP 2004 (11x11 Gaussian window, sigma 1.5, C1 = 0.01^2, C2 = 0.03^2), the
-    # pytorch-ssim formulation Grad-SVC uses; the map is averaged over valid frames only.
+    # pytorch-ssim formulation of the original's grad/ssim.py. Like the original, the map is averaged over all
+    # B x F x T positions, padding included (its mask multiplied the averaged scalar and changed nothing): padded
+    # frames are the constant +6 in both images, so the loss is about the valid frames' loss x the valid fraction.
     """
     x = (fake + LOG_MEL_OFFSET).unsqueeze(1)
     y = (real + LOG_MEL_OFFSET).unsqueeze(1)
@@ -41,5 +44,4 @@ def ssim_loss(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> tor
     var_y = F.conv2d(y * y, w, padding=pad) - mu_y**2
     cov = F.conv2d(x * y, w, padding=pad) - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + C1) * (2 * cov + C2)) / ((mu_x**2 + mu_y**2 + C1) * (var_x + var_y + C2))
-    m = mask.unsqueeze(1)  # [B, 1, 1, T]
-    return 1.0 - (ssim_map * m).sum() / (m.sum() * fake.shape[1])
+    return 1.0 - ssim_map.mean()
