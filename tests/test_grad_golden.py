@@ -110,8 +110,8 @@ def test_golden_gvc_unet(path, model_for):
         assert_close(est.time_embedding(t, 2), g["out_time_mlp_out"], atol(path, "time_mlp_out", 1e-5),
                      "time_mlp_out")
         assert_close(est(spk64, x, mask, mu, t), g["out_est"], atol(path, "est", 1e-4), "est")
-        if "out_est_scalar_t" in g:  # V3 passes a 0-d t
-            out = est(spk64, x, mask, mu, torch.tensor(0.5))
+        if "out_est_scalar_t" in g:  # V3 passes a 0-d t: the vector set's own (in_t_scalar)
+            out = est(spk64, x, mask, mu, torch.from_numpy(np.asarray(g["in_t_scalar"])))
             assert_close(out, g["out_est_scalar_t"], atol(path, "est_scalar_t", 1e-4), "est_scalar_t")
 
 
