@@ -35,7 +35,10 @@ def load_audio(path: str | Path, sr: int | None = None, min_seconds: float = 0.0
 
         # soxr "HQ" is what librosa.load / librosa.resample use by default (identical samples), without importing
         # librosa's scipy.signal and numba (~1.7 s per process)
+        n_out = int(np.ceil(wav.shape[0] * (float(sr) / file_sr)))
         wav = soxr.resample(wav, file_sr, sr, quality="HQ").astype(np.float32)
+        # librosa.load's length: ceil(N x ratio), zero-padded (soxr alone rounds; the samples are identical)
+        wav = np.pad(wav, (0, max(0, n_out - wav.shape[0])))[:n_out]
         file_sr = sr
     if wav.shape[0] < min_seconds * file_sr:
         raise AudioError(f"{path}: too short ({wav.shape[0] / file_sr:.3f} s < {min_seconds} s)")
@@ -62,14 +65,14 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(wav, dtype=np.float32), int(file_sr)
 
 
-def normalize_peak(wav: np.ndarray, peak: float = 0.6, floor: float = 0.01) -> np.ndarray:
-    """Scale so the absolute peak is ``peak``; never divides by zero.
-
-    The original divides by ``max(0.01, peak)``, so quiet files (peak < 0.01) are amplified by at most
-    ``peak / 0.01`` and a silent file stays silent instead of becoming NaN.
-    """
+def normalize_peak(wav: np.ndarray, peak: float = 0.6) -> np.ndarray:
+    """Scale so the absolute peak is ``peak``, as the original's ``wav / |wav|.max() * 0.6`` (no floor: every
+    non-silent file reaches ``peak``); an all-zero input is returned as zeros instead of NaN (callers that need
+    audio refuse silent files first)."""
     m = float(np.abs(wav).max()) if wav.size else 0.0
-    return (wav / max(floor, m) * peak).astype(np.float32)
+    if m == 0.0:
+        return np.zeros_like(wav, dtype=np.float32)
+    return (wav / m * peak).astype(np.float32)
 
 
 def to_int16(wav: np.ndarray) -> np.ndarray:

@@ -3,9 +3,9 @@
     python prepare/preprocess_a.py -w ./data_raw -o ./data_gvc/waves-16k -s 16000
     python prepare/preprocess_a.py -w ./data_raw -o ./data_gvc/waves-32k -s 32000
 
-Any format soundfile reads (wav, flac, ogg, ...), any rate and channel count. Like the original, the level is
-normalised to a peak of 0.6 (dividing by max(0.01, peak), so a quiet file is never divided by zero). Silent files,
-files under ``--min_seconds`` and unreadable files are skipped and named in the summary.
+Any format soundfile reads (wav, flac, ogg, ...), any rate and channel count. Like the original, every file is
+scaled to a peak of 0.6, however quiet. Silent files (peak below -80 dBFS), files under ``--min_seconds`` and
+unreadable files are skipped and named in the summary.
 """
 
 from __future__ import annotations

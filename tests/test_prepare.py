@@ -206,3 +206,24 @@ def test_feature_steps_refuse_bad_checkpoint_config_and_tiny_clips(tmp_path):
     res = run("prepare/preprocess_spec.py", "-w", tmp_path / "waves-16k", "-s", tmp_path / "mel", "-t", 1)
     assert res.returncode == 1 and "tiny.wav: too short" in res.stderr
     assert [p.name for p in (tmp_path / "mel" / "alto").iterdir()] == ["ok.mel.pt"]
+
+
+def test_resample_scales_quiet_files_to_peak_06_and_matches_librosa_length(tmp_path):
+    """preprocess_a as the original: a -50 dBFS file is stored at peak 0.6 (int16 19660) like any other, and the
+    resampled length is librosa.load's ceil(N x ratio)."""
+    import librosa
+
+    from common.audio import load_audio
+    from prepare import preprocess_a
+
+    raw, out = tmp_path / "raw" / "spk", tmp_path / "out"
+    raw.mkdir(parents=True)
+    x = (0.00316 * np.sin(2 * np.pi * 220 * np.arange(22052) / 22050)).astype(np.float32)
+    sf.write(raw / "quiet.wav", x, 22050, subtype="FLOAT")
+    assert preprocess_a.main(["-w", str(tmp_path / "raw"), "-o", str(out), "-s", "16000", "-t", "1"]) == 0
+    stored, sr = sf.read(out / "spk" / "quiet.wav", dtype="int16")
+    ref, _ = librosa.load(raw / "quiet.wav", sr=16000)
+    # 22052 x 16000 / 22050 = 16001.45: soxr alone gives 16001 samples, librosa.load 16002
+    assert sr == 16000 and stored.shape[0] == ref.shape[0] == 16002
+    assert int(np.abs(stored).max()) == 19660
+    np.testing.assert_allclose(load_audio(raw / "quiet.wav", 16000), ref, atol=1e-6)
