@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common.checkpoint import CheckpointError, load_checkpoint, load_state_report
-from common.config import BASE_CONFIG, ConfigError, config_from_dict, load_config, to_dict
+from common.config import BASE_CONFIG, ConfigError, apply_overlays, config_from_dict, load_config, to_dict
 from common.features import FeatureError
 from common.io import save_torch
 from common.runtime import default_device, tune_allocator
@@ -86,23 +86,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_intermixed_args(argv)
 
 
+def _flat_keys(d: dict, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out |= _flat_keys(v, key + ".") if isinstance(v, dict) and k != "loss_weights" else {key}
+    return out
+
+
 def build_config(args: argparse.Namespace, resume: dict | None) -> DictConfig:
-    """-c overlays (or the resumed checkpoint's config when no -c), then key=value overrides, then flags."""
+    """-c overlays, then key=value overrides, then flags; on resume (-p) over the checkpoint's own config, so only
+    the keys the user names explicitly change (logged), learning rate and freeze list included."""
     overrides = list(args.overrides)
     for key, value in (("train.seed", args.seed), ("train.precision", args.precision),
                        ("train.pretrain", args.finetune)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    if args.config is None and resume is not None and isinstance(resume.get("config"), dict):
+    args.explicit_keys = set()
+    if resume is not None and isinstance(resume.get("config"), dict):
         log.info("config: the one stored in %s", args.checkpoint_path)
-        cfg = config_from_dict(resume["config"])
-        if overrides:
-            try:
-                cfg = config_from_dict(to_dict(OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))))
-            except Exception as exc:  # omegaconf's several error types all mean "does not fit the schema"
-                raise ConfigError(f"command-line overrides: {str(exc).splitlines()[0]}") from None
+        stored = config_from_dict(resume["config"])
+        try:
+            cfg = apply_overlays(stored, *(args.config or []))
+            explicit: set[str] = set()
+            for path in args.config or []:
+                if Path(path).resolve() != BASE_CONFIG.resolve():
+                    explicit |= _flat_keys(OmegaConf.to_container(OmegaConf.load(path)) or {})
+            if overrides:
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+                explicit |= {o.split("=", 1)[0] for o in overrides}
+            cfg = config_from_dict(to_dict(cfg))
+        except ConfigError:
+            raise
+        except Exception as exc:  # omegaconf's several error types all mean "does not fit the schema"
+            raise ConfigError(f"command-line overrides: {str(exc).splitlines()[0]}") from None
+        args.explicit_keys = explicit
+        changed = [k for k in sorted(explicit) if OmegaConf.select(stored, k) != OmegaConf.select(cfg, k)]
+        for key in changed:
+            log.info("resume: %s = %s overrides the checkpoint's %s", key, OmegaConf.select(cfg, key),
+                     OmegaConf.select(stored, key))
     else:
         cfg = load_config(*(args.config or [BASE_CONFIG]), overrides=overrides)
+        if resume is not None:  # the original's checkpoint: its learning rate comes from its optimizer state
+            args.explicit_keys = {o.split("=", 1)[0] for o in overrides} | (
+                {"train.learning_rate"} if args.config else set())
     if args.name:
         cfg.train.log_dir = str(Path(cfg.train.log_dir).parent / args.name)
     return cfg
@@ -285,7 +312,8 @@ def make_loader(dataset: SVCDataset, cfg: DictConfig, device: torch.device, samp
                       generator=torch.Generator().manual_seed(generator_seed))
 
 
-def build_state(cfg: DictConfig, env: DistEnv, device: torch.device, resume: dict | None = None) -> TrainState:
+def build_state(cfg: DictConfig, env: DistEnv, device: torch.device, resume: dict | None = None,
+                lr_explicit: bool = False) -> TrainState:
     """Datasets, model (+ fine-tune weights, frozen parts), optimizer, scaler, writer; then the resumed state."""
     check_data(cfg, env)
     record_speaker_backend(cfg)
@@ -326,7 +354,7 @@ def build_state(cfg: DictConfig, env: DistEnv, device: torch.device, resume: dic
     state = TrainState(cfg, model, LossModule(model), optim, scaler, train_set, valid_set, sampler, device, env,
                        log_dir, writer)
     if resume is not None:
-        restore(state, resume)
+        restore(state, resume, lr_explicit)
     seed_rank = cfg.train.seed + env.rank
     if resume is None or "rng" not in resume:
         seed_everything(seed_rank + state.steps)
@@ -448,7 +476,7 @@ def read_resume(path: str) -> dict:
     return ckpt
 
 
-def restore(state: TrainState, ckpt: dict) -> None:
+def restore(state: TrainState, ckpt: dict, lr_explicit: bool = False) -> None:
     """Model, optimizer, scaler, position and (when present) RNG states from a training checkpoint."""
     stored_cfg = ckpt.get("config")
     check_model_kind("resume checkpoint", ckpt.get("version"), stored_cfg if isinstance(stored_cfg, dict) else None,
@@ -458,11 +486,14 @@ def restore(state: TrainState, ckpt: dict) -> None:
         state.optim.load_state_dict(ckpt["optim"])
     except (ValueError, KeyError) as exc:
         raise CheckpointError(f"resume checkpoint: optimizer state does not fit the model ({exc})") from None
+    # the original keeps the optimizer state's learning rate; an explicit train.learning_rate replaces it
     for group in state.optim.param_groups:
-        if group["lr"] != state.cfg.train.learning_rate:
-            log.info("learning rate %g from the config (checkpoint had %g)", state.cfg.train.learning_rate,
-                     group["lr"])
-        group["lr"] = state.cfg.train.learning_rate
+        if lr_explicit and group["lr"] != state.cfg.train.learning_rate:
+            log.info("learning rate %g (checkpoint had %g)", state.cfg.train.learning_rate, group["lr"])
+            group["lr"] = state.cfg.train.learning_rate
+        elif group["lr"] != state.cfg.train.learning_rate:
+            log.info("learning rate %g from the checkpoint's optimizer state", group["lr"])
+            state.cfg.train.learning_rate = group["lr"]
     if ckpt.get("scaler"):
         state.scaler.load_state_dict(ckpt["scaler"])
     state.steps = int(ckpt.get("steps", 0))
@@ -817,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
                      cfg.train.log_dir)
             if device.type != "cuda" and cfg.train.precision != "fp32":
                 log.warning("precision %s applies on CUDA only: training in fp32 on %s", cfg.train.precision, device)
-            state = build_state(cfg, env, device, resume)
+            state = build_state(cfg, env, device, resume, "train.learning_rate" in args.explicit_keys)
             state_ref.append(state)
             return train(state, args.max_steps)
     except (ConfigError, FeatureError, CheckpointError, DataProblems) as exc:

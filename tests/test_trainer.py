@@ -302,3 +302,22 @@ def test_finetune_config_freezes_what_the_original_froze():
     assert cfg.train.learning_rate == pytest.approx(2e-5)
     assert sum(p.numel() for p in model.parameters()) == 33_886_191
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 25_291_055
+
+
+def test_resume_keeps_the_checkpoints_learning_rate_unless_overridden(straight, tmp_path, caplog):
+    """-p keeps the optimizer state's learning rate and the stored freeze list (the original restored the
+    optimizer); an explicit key=value replaces it and is logged."""
+    ckpt = load(straight / "grad_svc_2.pt")
+    ckpt["optim"]["param_groups"][0]["lr"] = 5e-5  # a fine-tune's rate, the stored config says 2e-4
+    ckpt["config"]["train"]["freeze"] = ["pit_emb"]
+    torch.save(ckpt, tmp_path / "grad_svc_2.pt")
+    run = ["-p", str(tmp_path / "grad_svc_2.pt"), "--device", "cpu", f"train.log_dir={tmp_path}", "--max-steps", "1",
+           "train.keep_checkpoints=5"]
+    assert tr.main(run) == 0
+    out = load(tmp_path / "grad_svc_3_step7.pt")
+    assert out["optim"]["param_groups"][0]["lr"] == 5e-5 and out["config"]["train"]["freeze"] == ["pit_emb"]
+    assert torch.equal(out["model"]["pit_emb.weight"], ckpt["model"]["pit_emb.weight"])
+    with caplog.at_level(logging.INFO):
+        assert tr.main([*run, "train.learning_rate=1e-4"]) == 0
+    assert load(tmp_path / "grad_svc_3_step7.pt")["optim"]["param_groups"][0]["lr"] == 1e-4
+    assert "train.learning_rate = 0.0001 overrides the checkpoint's 0.0002" in caplog.text
