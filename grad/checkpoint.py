@@ -79,6 +79,7 @@ def load_gvc_model(path: str | Path, cfg=None, device: str | torch.device = "cpu
     unused file keys are logged. The model is in eval mode unless ``for_training``.
     """
     state, cfg_dict, meta = read_gvc_checkpoint(path)
+    passed = cfg is not None
     if cfg_dict is not None:
         if cfg is not None:
             log.info("%s: using the config stored in the checkpoint, not the one passed", path)
@@ -95,5 +96,17 @@ def load_gvc_model(path: str | Path, cfg=None, device: str | torch.device = "cpu
                       assign=not for_training)
     model.to(device)
     model.train(for_training)
-    log.info("%s: loaded %s checkpoint (%s, decoder %s)", path, meta["format"], cfg.grad.version, cfg.grad.decoder)
+    log.info("%s: loaded %s checkpoint as %s (decoder %s): %s", path, meta["format"], cfg.grad.version,
+             cfg.grad.decoder, version_reason(cfg_dict, meta, passed))
     return model, cfg
+
+
+def version_reason(cfg_dict: dict | None, meta: dict, passed: bool) -> str:
+    """Why a loaded checkpoint was taken as V2 or V3 (official files carry no version: V2 and V3 keys are equal)."""
+    if cfg_dict is not None or meta.get("version") is not None:
+        return "the version stored in the file"
+    if passed:
+        return ("the config passed (the file stores no version: V2 = 20230920 release needs -c configs/v2.yaml, "
+                "V3 = 20230930)")
+    return ("assumed from configs/base.yaml, V3 = the 20230930 release (the file stores no version; a V2 file of "
+            "20230920 needs -c configs/v2.yaml)")

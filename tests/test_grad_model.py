@@ -277,3 +277,16 @@ def test_algebraic_mish_matches_torch():
     expected = F.mish(strided)
     assert mish_(strided) is strided  # no 1-D view of a strided tensor: torch's own Mish, in place
     torch.testing.assert_close(strided, expected, rtol=0, atol=0)
+
+
+def test_loader_says_which_version_it_assumed_for_an_official_file(tmp_path, caplog):
+    """Official files store no version (V2 and V3 keys are equal): the log line names the assumption and the
+    release each version comes from."""
+    import logging
+
+    cfg = load_config(str(REPO_ROOT / "configs" / "tiny.yaml"))
+    path = tmp_path / "gvc.pth"
+    torch.save({"model": GradSVC(cfg.grad).state_dict()}, path)
+    with caplog.at_level(logging.INFO):
+        load_gvc_model(path, cfg)
+    assert "as v3" in caplog.text and "20230930" in caplog.text and "configs/v2.yaml" in caplog.text
