@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.audio import load_audio  # noqa: E402
 from common.io import write_text  # noqa: E402
-from pitch.f0 import METHODS, SAMPLE_RATE, compute_f0, fix_octaves, frame_rms, frame_times  # noqa: E402
+from pitch.f0 import METHODS, SAMPLE_RATE, compute_f0, fix_octaves, frame_times  # noqa: E402
 
 NOTE_HEAD = 0.040  # s left out at the start of each note (the glide into it)
 NOTE_TAIL = 0.020  # s left out at its end
@@ -49,7 +49,9 @@ TEMPO_SCALES = np.arange(0.70, 1.1001, 0.005)  # festival's sung length / the sc
 
 # voice -> festival command; ranges -> transposition in semitones of the written songs (written around C3-C4)
 VOICES = {"kal": "voice_kal_diphone", "ked": "voice_ked_diphone"}
-RANGES = {"male": 12, "female": 24}  # sounding A2-G4 and A3-G5 (festival's note names are an octave high)
+# sounding A2-E4 and D3-A4 (festival's note names are an octave high). The diphone voices stop following the score
+# above ~480 Hz (measured: a written C5 sung at 496 Hz, E5 at 481 Hz), which caps the high range at A4.
+RANGES = {"male": 12, "female": 17}
 
 # songs: (bpm, [(note or "R" for a rest, beats, syllable)]); our own melodies, sung on open syllables
 SONGS = {
@@ -58,7 +60,7 @@ SONGS = {
                     ("D3", .5, "nah"), ("D4", 1., "no"), ("F3", 1., "loo")]),
     "quick": (120, [("G3", .25, "la"), ("A3", .25, "la"), ("B3", .25, "la"), ("C4", .25, "la"), ("D4", .5, "lay"),
                     ("R", .5, ""), ("C4", .25, "no"), ("B3", .25, "no"), ("A3", .25, "no"), ("G3", .25, "no"),
-                    ("E3", 1., "me"), ("R", .5, ""), ("G3", .25, "la"), ("G4", .25, "la"), ("G3", .25, "la"),
+                    ("E3", 1., "me"), ("R", .5, ""), ("D3", .25, "la"), ("D4", .25, "la"), ("D3", .25, "la"),
                     ("D3", .5, "loo"), ("G3", 1.5, "lah")]),
 }
 
@@ -111,7 +113,8 @@ def render_corpus(folder: Path, voices=VOICES, ranges=RANGES, songs=SONGS) -> li
             for song, (bpm, notes) in songs.items():
                 wav = folder / f"{voice}_{rng}_{song}.wav"
                 xml = score_xml(bpm, notes, shift)
-                if not wav.is_file():
+                sung = wav.with_suffix(".xml")  # the score a cached file was sung from: another score, sing again
+                if not wav.is_file() or not sung.is_file() or sung.read_text() != xml:
                     if shutil.which("text2wave") is None:
                         raise SystemExit(f"{wav}: not cached and festival is not installed (apt-get install -y "
                                          "festival festvox-kallpc16k festvox-kdlpc16k)")
@@ -121,6 +124,7 @@ def render_corpus(folder: Path, voices=VOICES, ranges=RANGES, songs=SONGS) -> li
                         subprocess.run(["text2wave", "-mode", "singing", "-eval", f"({command})", str(score),
                                         "-o", str(out)], check=True, capture_output=True)
                         shutil.move(out, wav)
+                    sung.write_text(xml)
                 items.append({"wav": wav.name, "voice": voice, "range": rng, "song": song,
                               "events": score_events(bpm, notes, shift)})
     write_text(folder / "score.json", json.dumps(items, indent=1))
@@ -142,11 +146,20 @@ def truth_frames(events: list, times: np.ndarray, offset: float, scale: float = 
     return ref, rest
 
 
+def short_rms(wav: np.ndarray, window: int = 320) -> np.ndarray:
+    """RMS of the ``window``-sample (20 ms) stretch centred at ``i * 10 ms``, ``[1 + N // 160]``: short, so that
+    note edges are not smeared (pitch.f0.frame_rms uses 64 ms)."""
+    padded = np.pad(np.asarray(wav, dtype=np.float64), (window // 2, window // 2))
+    power = np.concatenate([[0.0], np.cumsum(padded ** 2)])
+    starts = np.arange(1 + len(wav) // 160) * 160
+    return np.sqrt(np.maximum(power[starts + window] - power[starts], 0.0) / window)
+
+
 def score_timing(wav: np.ndarray, events: list) -> tuple[float, float]:
     """``(offset s, tempo scale)``: where the audio's loud frames best match the score's notes (loud) and rests and
     the silence after the song (quiet). An energy match, so that no extractor is favoured; festival sings the
     score about 0.8 times as long as written, so the scale is fitted with the offset."""
-    rms = frame_rms(wav)
+    rms = short_rms(wav)
     loud = rms > max(1e-4, 0.05 * np.percentile(rms, 95))
     times = np.arange(len(rms)) * 0.01
     starts = np.array([e[0] for e in events if e[2] > 0])

@@ -1,6 +1,7 @@
 """Octave errors: the --f0_fix octave rule, the dataset check's report of suspects, and gvc_eval's F0 metric on a
 perfect conversion (two festival singers singing the same score)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,44 @@ def test_eval_f0_metric_scores_two_festival_singers_as_a_perfect_conversion(song
     if song == "scale":  # where praat's octave errors made a perfect pair look bad
         raw = f0_metrics(kal, ked, shift=2, fold=False, max_lag=0)
         assert raw["f0_rmse_cents"] > 150 and raw["f0_corr"] < 0.9
+
+
+def test_every_f0_command_takes_fcpe_and_the_octave_fix(tmp_path):
+    """--method fcpe and --f0_fix octave in pitch/inference.py, preprocess_f0.py, gvc_inference.py and gvc_eval.py."""
+    from golden import cached_official_checkpoint
+    from gvc_eval import Evaluator
+    from gvc_eval import main as eval_main
+    from gvc_inference import build_parser, make_converter
+    from pitch.csv_io import load_csv_pitch
+    from pitch.f0 import round_f0
+    from pitch.inference import main as pitch_main
+    from prepare.preprocess_f0 import main as f0_main
+
+    song = CORPUS / "ked" / "scale.wav"
+    wav = load_audio(song, 16000)
+    praat, fcpe = compute_f0(wav), compute_f0(wav, method="fcpe")
+    assert (fcpe > 0).sum() > 300
+    csv = tmp_path / "scale.csv"
+    pitch_main(["-w", str(song), "-p", str(csv), "--f0_fix", "octave"])
+    np.testing.assert_array_equal(load_csv_pitch(csv), round_f0(fix_octaves(praat)))
+    assert not np.array_equal(load_csv_pitch(csv), round_f0(praat))  # ked's scale has an octave error to fold
+    pitch_main(["-w", str(song), "-p", str(csv), "--method", "fcpe", "--device", "cpu"])
+    np.testing.assert_array_equal(load_csv_pitch(csv), round_f0(fcpe))
+    (tmp_path / "w" / "ked").mkdir(parents=True)
+    (tmp_path / "w" / "ked" / "scale.wav").write_bytes(song.read_bytes())
+    f0_main(["-w", str(tmp_path / "w"), "-p", str(tmp_path / "p"), "-t", "1", "--method", "fcpe", "--f0_fix", "octave"])
+    np.testing.assert_array_equal(np.load(tmp_path / "p" / "ked" / "scale.pit.npy"), round_f0(fix_octaves(fcpe)))
+    args = build_parser().parse_args(["--model", str(cached_official_checkpoint("gvc_v3")), "--spk", "x.spk.npy",
+                                      "--wave", str(song), "--method", "fcpe", "--f0_fix", "octave"])
+    converter = make_converter(args)
+    assert converter.f0_method == "fcpe" and converter.f0_fix == "octave"
+    np.testing.assert_array_equal(converter.f0(wav), fix_octaves(fcpe))
+    plain = build_parser().parse_args(["--model", "m", "--spk", "x", "--wave", "w", "--f0", "fcpe"])
+    assert plain.f0_method == "fcpe" and plain.f0_fix == "none"  # off by default
+    assert Evaluator(f0_method="fcpe").f0(wav).tolist() == fcpe.tolist()
+    out = tmp_path / "eval.json"
+    code = eval_main(["--converted", str(CORPUS / "kal" / "scale.wav"), "--source", str(song), "--shift", "2",
+                      "--method", "fcpe", "--backend", "resemblyzer", "--json", str(out)])
+    assert code == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["f0_rmse_cents"] <= 100 and row["f0_rpa"] >= 0.9 and {"f0_gross_error", "f0_lag_ms"} <= set(row)
