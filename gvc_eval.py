@@ -7,12 +7,17 @@
 |---|---|
 | ``f0_rmse_cents`` | RMS pitch error against the source's F0 (after ``--shift``), frames voiced in both |
 | ``f0_corr`` | Pearson correlation of those two F0 tracks (log scale), frames voiced in both |
+| ``f0_rpa`` | raw pitch accuracy: fraction of those frames within 50 cents |
+| ``f0_gross_error`` | fraction of those frames more than 200 cents off |
+| ``f0_lag_ms`` | the global lag (up to +-50 ms) compensated before the four F0 numbers above |
 | ``vuv_error`` | fraction of frames where the voicing decisions differ |
 | ``spk_sim_target`` | cosine of the conversion's speaker embedding to the target singer's centroid (``--target_spk``) |
 | ``spk_sim_source`` | the same against the source singer (``--source_spk``, else the source audio's own embedding) |
 | ``mcd_db`` | mel-cepstral distortion (dB, 24 coefficients, c0 excluded) to ``--reference`` after DTW |
 
-Prints a table and writes JSON (``--json``). Folder mode pairs files by relative path.
+The F0 numbers are taken after folding each track's isolated octave jumps (``--f0_fix octave``, the default here:
+tracker errors on either recording are not the conversion's) at the best global lag within +-50 ms. Prints a table
+and writes JSON (``--json``). Folder mode pairs files by relative path.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from common.audio import AudioError, list_audio, load_audio
 from common.checkpoint import CheckpointError
 from common.io import write_text
 from common.runtime import tune_allocator
+from pitch.f0 import METHODS, fix_octaves
 from speaker.backends import BACKENDS, check_backend, load_speaker_backend, read_backend_tag, read_speaker_file
 
 log = logging.getLogger("gvc_eval")
@@ -36,23 +42,51 @@ log = logging.getLogger("gvc_eval")
 EVAL_SR = 16000
 
 
-def f0_metrics(f0_conv: np.ndarray, f0_src: np.ndarray, shift: float = 0.0) -> dict:
-    """F0 RMSE (cents), correlation and V/UV error between two 10 ms F0 tracks (Hz, 0 = unvoiced)."""
+MAX_LAG_FRAMES = 5  # a global lag of up to +-50 ms between the conversion and the source is compensated
+RPA_CENTS = 50.0  # raw pitch accuracy: within half a semitone
+GROSS_CENTS = 200.0  # a gross pitch error: more than two semitones off
+
+
+def f0_metrics(f0_conv: np.ndarray, f0_src: np.ndarray, shift: float = 0.0, fold: bool = True,
+               max_lag: int = MAX_LAG_FRAMES) -> dict:
+    """F0 fidelity between two 10 ms F0 tracks (Hz, 0 = unvoiced): the conversion against the source's F0 x
+    ``2 ** (shift / 12)``.
+
+    A perfect conversion must score perfect although the tracker errs on both: with ``fold`` each track's isolated
+    octave jumps are folded back first (``pitch.f0.fix_octaves``, the rule of ``--f0_fix octave``), and the
+    conversion is compared at the global lag within +-``max_lag`` frames where the cents error varies least around
+    its median (a constant offset does not choose the lag; ties: the smallest lag). Keys: ``frames``,
+    ``voiced_both``, ``vuv_error`` (at lag 0, the output's own timing), ``f0_lag_ms`` (conversion later than the
+    source: positive), and over the frames voiced in both at that lag ``f0_rmse_cents``, ``f0_corr`` (Pearson,
+    log F0), ``f0_rpa`` (fraction within 50 cents) and ``f0_gross_error`` (fraction more than 200 cents off); NaN
+    where fewer than 2 frames are voiced in both.
+    """
     n = min(len(f0_conv), len(f0_src))
     a, b = np.asarray(f0_conv[:n], float), np.asarray(f0_src[:n], float) * 2.0 ** (shift / 12.0)
     va, vb = a > 0, b > 0
-    both = va & vb
-    out = {"frames": int(n), "voiced_both": int(both.sum()),
+    out = {"frames": int(n), "voiced_both": int((va & vb).sum()),
            "vuv_error": float(np.mean(va != vb)) if n else float("nan")}
-    if both.sum() >= 2:
-        cents = 1200.0 * np.log2(a[both] / b[both])
-        out["f0_rmse_cents"] = float(np.sqrt(np.mean(cents**2)))
-        la, lb = np.log(a[both]), np.log(b[both])
-        out["f0_corr"] = float(np.corrcoef(la, lb)[0, 1]) if la.std() > 0 and lb.std() > 0 else float("nan")
-    else:
-        out["f0_rmse_cents"] = float("nan")
-        out["f0_corr"] = float("nan")
-    return out
+    if fold:
+        a, b = fix_octaves(a), fix_octaves(b)
+    best = None
+    for lag in sorted(range(-max_lag, max_lag + 1), key=abs):  # a[t + lag] against b[t]
+        x, y = (a[lag:], b[:n - lag]) if lag >= 0 else (a[:n + lag], b[-lag:])
+        both = (x > 0) & (y > 0)
+        if both.sum() < 2:
+            continue
+        cents = 1200.0 * np.log2(x[both] / y[both])
+        spread = float(np.mean((cents - np.median(cents)) ** 2))  # a constant offset (a wrong shift) does not pick lags
+        if best is None or spread < best[0] - 1e-9:
+            best = (spread, lag, cents, x[both], y[both])
+    if best is None:
+        return {**out, "f0_rmse_cents": float("nan"), "f0_corr": float("nan"), "f0_rpa": float("nan"),
+                "f0_gross_error": float("nan"), "f0_lag_ms": float("nan")}
+    _, lag, cents, x, y = best
+    la, lb = np.log(x), np.log(y)
+    return {**out, "f0_rmse_cents": float(np.sqrt(np.mean(cents**2))),
+            "f0_corr": float(np.corrcoef(la, lb)[0, 1]) if la.std() > 0 and lb.std() > 0 else float("nan"),
+            "f0_rpa": float(np.mean(np.abs(cents) <= RPA_CENTS)),
+            "f0_gross_error": float(np.mean(np.abs(cents) > GROSS_CENTS)), "f0_lag_ms": 10.0 * lag}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -84,10 +118,11 @@ class Evaluator:
     """Holds the speaker encoder and the F0 method so a folder is evaluated with one model load."""
 
     def __init__(self, backend: str = "resemblyzer", checkpoint: str | None = None, f0_method: str = "praat",
-                 device: str = "cpu"):
+                 device: str = "cpu", f0_fix: str = "octave"):
         self.backend_name = backend
         self.checkpoint = checkpoint
         self.f0_method = f0_method
+        self.f0_fix = f0_fix  # "octave": the F0 metrics fold each track's tracker octave errors (f0_metrics' fold)
         self.device = device
         self._backend = None
 
@@ -108,7 +143,7 @@ class Evaluator:
         row: dict = {"converted": str(converted)}
         src = load_audio(source, EVAL_SR) if source is not None else None
         if src is not None:
-            row.update(f0_metrics(self.f0(conv), self.f0(src), shift))
+            row.update(f0_metrics(self.f0(conv), self.f0(src), shift, fold=self.f0_fix == "octave"))
         if target_spk is not None or source_spk is not None or src is not None:
             emb = self.backend.embed(conv)
             if target_spk is not None:
@@ -178,14 +213,18 @@ def main(argv=None) -> int:
                     help="speaker encoder for similarity; the --target_spk/--source_spk files must be its own "
                          "(default: the one their backend.json names, else resemblyzer)")
     ap.add_argument("--checkpoint", default=None, help="speaker encoder checkpoint (lstm)")
-    ap.add_argument("--f0", dest="f0_method", default="praat")
+    ap.add_argument("--f0", "--method", dest="f0_method", default="praat",
+                    choices=METHODS, help="F0 method (default praat)")
+    ap.add_argument("--f0_fix", choices=["none", "octave"], default="octave",
+                    help="octave (default): the F0 metrics fold each track's isolated octave jumps (a tracker's "
+                         "errors, not the conversion's); none: raw tracks")
     ap.add_argument("--json", default=None, help="write all rows and the means here")
     args = ap.parse_args(argv)
     try:
         if args.backend is None:
             tags = [read_backend_tag(p) for p in (args.target_spk, args.source_spk) if p and Path(p).is_file()]
             args.backend = next((t for t in tags if t), "resemblyzer")
-        ev = Evaluator(args.backend, args.checkpoint, args.f0_method)
+        ev = Evaluator(args.backend, args.checkpoint, args.f0_method, f0_fix=args.f0_fix)
         target = _load_spk(args.target_spk, args.backend)
         source_spk = _load_spk(args.source_spk, args.backend)
         conv = Path(args.converted)

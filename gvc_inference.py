@@ -178,7 +178,7 @@ class Converter:
 
     def __init__(self, model: str, config: str | None = None, device: str | None = None, vocoder: str = "bigvgan",
                  vocoder_model: str | None = None, hubert_model: str | None = None, f0_method: str | None = None,
-                 half: bool = False, batch: int | None = None):
+                 half: bool = False, batch: int | None = None, f0_fix: str | None = None):
         from common.config import load_config
         from grad.checkpoint import load_gvc_model
 
@@ -195,6 +195,7 @@ class Converter:
         self.vocoder_model = vocoder_model
         self.hubert_model = hubert_model
         self.f0_method = f0_method or self.cfg.data.f0_method
+        self.f0_fix = f0_fix  # None / "none": the tracker's F0 as is; "octave": pitch.f0.fix_octaves
         self._hubert = None
         self._vocoder = None
 
@@ -207,9 +208,9 @@ class Converter:
         return compute_units(self._hubert, wav16, device=self.device)
 
     def f0(self, wav16: np.ndarray) -> np.ndarray:
-        from pitch.f0 import compute_f0
+        from pitch.f0 import apply_f0_fix, compute_f0
 
-        return compute_f0(wav16, 16000, method=self.f0_method, device=str(self.device))
+        return apply_f0_fix(compute_f0(wav16, 16000, method=self.f0_method, device=str(self.device)), self.f0_fix)
 
     # acoustic model ---------------------------------------------------------------------------------------------
     def acoustic(self, vec: np.ndarray, f0: np.ndarray, spk: np.ndarray, steps: int | None = None,
@@ -387,7 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="griffinlim: a preview without the NSF-BigVGAN checkpoint")
     ap.add_argument("--vocoder_model", default=None, help="default bigvgan_pretrain/nsf_bigvgan_pretrain_32K.pth")
     ap.add_argument("--hubert_model", default=None, help="default hubert_pretrain/hubert-soft-0d54a1f4.pt")
-    ap.add_argument("--f0", dest="f0_method", default=None, help="F0 method: praat, crepe, crepe-tiny, harvest")
+    ap.add_argument("--f0", "--method", dest="f0_method", default=None,
+                    help="F0 method: praat (default), crepe, crepe-tiny, harvest, fcpe")
+    ap.add_argument("--f0_fix", choices=["none", "octave"], default="none",
+                    help="octave: fold back isolated octave jumps shorter than 150 ms (default none, as the original)")
     ap.add_argument("--no_png", action="store_true", help="do not render the mel image")
     ap.add_argument("--workers", type=int, default=1,
                     help="folder mode: processes, each with its own models (default 1)")
@@ -449,7 +453,7 @@ def folder_jobs(wave: Path, out_root: Path, png: bool, extra: dict) -> list:
 
 def make_converter(args) -> Converter:
     return Converter(args.model, args.config, args.device, args.vocoder, args.vocoder_model, args.hubert_model,
-                     args.f0_method, args.half, args.batch)
+                     args.f0_method, args.half, args.batch, f0_fix=getattr(args, "f0_fix", None))
 
 
 def _folder_converter(args, spk: np.ndarray):

@@ -1,11 +1,11 @@
-"""F0 extraction on the original's 10 ms grid: Praat (default, bit-exact with the original), CREPE, WORLD Harvest.
+"""F0 extraction on the original's 10 ms grid: Praat (default, bit-exact with the original), CREPE, WORLD Harvest, FCPE.
 
 Frame grid (reference/conventions.md §2, ``*.pit.npy``): 16 kHz input, 100 frames/s. The original runs Praat's
 autocorrelation pitch (window 3 periods of the 30 Hz floor = 0.1 s, step 0.01 s), which yields
 ``praat_frame_count(N)`` frames centred on the signal, and pads 6 zero frames (1024 // 160) on both sides. Padded
 frame ``k`` therefore describes time ``(k - 1) * 10 ms`` (Praat centres its frames, so for its own values the true
-time is up to 5 ms later). Every method here returns exactly ``frame_count(N)`` frames on that grid: CREPE and Harvest
-estimate at ``(k - 1) * 10 ms`` directly (their frame ``i`` is centred at ``i * 10 ms``), so they also fill the
+time is up to 5 ms later). Every method here returns exactly ``frame_count(N)`` frames on that grid: CREPE, Harvest
+and FCPE estimate at ``(k - 1) * 10 ms`` directly (their frame ``i`` is centred at ``i * 10 ms``), so they also fill the
 padded edge frames where the signal allows; frames before 0 s or past the last analysis frame are 0.
 
 Values are Hz as float64, 0 = unvoiced, never NaN or negative. A silent input gives all zeros, and an input shorter
@@ -25,7 +25,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-METHODS = ("praat", "crepe", "crepe-tiny", "harvest")
+METHODS = ("praat", "crepe", "crepe-tiny", "harvest", "fcpe")
 
 SAMPLE_RATE = 16000
 HOP = 160  # 10 ms at 16 kHz
@@ -51,6 +51,8 @@ CREPE_CHANNELS = {"full": (1024, 128, 128, 128, 256, 512), "tiny": (128, 16, 16,
 CREPE_CENTS_PER_BIN = 20.0
 CREPE_CENTS_OFFSET = 1997.3794084376191  # cents of bin 0 (10 Hz reference), as in CREPE / torchcrepe
 CREPE_CAPACITY = {"crepe": "full", "crepe-tiny": "tiny"}
+FCPE_THRESHOLD = 0.006  # torchfcpe's default voicing threshold (InferCFNaiveMelPE.forward), as RVC and DDSP-SVC use
+FCPE_WEIGHTS = "fcpe_c_v001.pt"  # the model torchfcpe 0.0.4 ships in its wheel (torchfcpe/assets/)
 
 
 def praat_frame_count(n_samples: int) -> int:
@@ -81,7 +83,7 @@ def compute_f0(wav16: np.ndarray, sr: int = SAMPLE_RATE, method: str = "praat", 
     """F0 in Hz per 10 ms frame: ``wav16 (N,)`` float mono -> float64 ``[frame_count(N)]``, 0 = unvoiced.
 
     ``sr`` other than 16000 is resampled to 16 kHz first (librosa, as ``librosa.load`` in the original) and N is
-    then the resampled length. ``method`` is one of ``METHODS``; ``device`` is used by the CREPE methods only.
+    then the resampled length. ``method`` is one of ``METHODS``; ``device`` is used by the CREPE and FCPE methods only.
     """
     if method not in METHODS:
         raise ValueError(f"unknown F0 method {method!r}; choose one of {', '.join(METHODS)}")
@@ -103,11 +105,77 @@ def compute_f0(wav16: np.ndarray, sr: int = SAMPLE_RATE, method: str = "praat", 
         f0 = _praat(wav)
     elif method == "harvest":
         f0 = _to_grid(_harvest(wav), total)
+    elif method == "fcpe":
+        f0 = _to_grid(_fcpe(wav, device), total)
     else:
         f0 = _to_grid(_crepe(wav, CREPE_CAPACITY[method], device), total)
     if f0.shape[0] != total:  # would mean Praat changed its frame logic; the whole pipeline depends on it
         raise RuntimeError(f"F0 length {f0.shape[0]} != expected {total} for {n} samples ({method})")
     return _clean(f0)
+
+
+F0_FIXES = ("none", "octave")
+OCTAVE_RADIUS_FRAMES = 15  # +-150 ms: the local median of the octave fix
+OCTAVE_THRESHOLD_CENTS = 600.0  # more than half an octave from the local median: a suspected octave error
+OCTAVE_PASSES = 4
+
+
+def local_median_cents(f0: np.ndarray, radius: int = OCTAVE_RADIUS_FRAMES) -> np.ndarray:
+    """Per frame, the median F0 in cents (re 10 Hz) of the voiced frames within +-``radius`` frames (the frame
+    itself included): float64 ``[T]``, NaN for unvoiced frames."""
+    f0 = np.asarray(f0, dtype=np.float64)
+    voiced = f0 > 0
+    cents = np.full(f0.shape, np.nan)
+    cents[voiced] = 1200.0 * np.log2(f0[voiced] / 10.0)
+    if not voiced.any():
+        return cents
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(cents, radius, constant_values=np.nan), 2 * radius + 1)
+    out = np.full(f0.shape, np.nan)
+    out[voiced] = np.nanmedian(windows[voiced], axis=1)
+    return out
+
+
+def octave_outliers(f0: np.ndarray, radius: int = OCTAVE_RADIUS_FRAMES,
+                    threshold: float = OCTAVE_THRESHOLD_CENTS) -> np.ndarray:
+    """Whole octaves ``[T]`` (int) to move each frame by: non-zero where a voiced frame lies more than ``threshold``
+    cents from the median of the voiced frames within +-``radius`` frames (+-150 ms), the nearest whole number of
+    octaves toward that median (a frame 1200 cents too high gets -1); 0 elsewhere."""
+    f0 = np.asarray(f0, dtype=np.float64)
+    med = local_median_cents(f0, radius)
+    octaves = np.zeros(f0.shape, dtype=np.int64)
+    voiced = f0 > 0
+    diff = med[voiced] - 1200.0 * np.log2(f0[voiced] / 10.0)
+    octaves[voiced] = np.where(np.abs(diff) > threshold, np.round(diff / 1200.0), 0).astype(np.int64)
+    return octaves
+
+
+def fix_octaves(f0: np.ndarray, radius: int = OCTAVE_RADIUS_FRAMES,
+                threshold: float = OCTAVE_THRESHOLD_CENTS) -> np.ndarray:
+    """Fold back isolated octave jumps: F0 ``[T]`` Hz -> float64 copy where each frame of ``octave_outliers`` is
+    multiplied by ``2 ** octaves`` (0 Hz stays 0).
+
+    A jump that lasts less than ``radius`` frames (150 ms) is outvoted by its neighbours and folded; a held note is
+    not. The rule is applied again while it moves frames (at most ``OCTAVE_PASSES`` times): an error filling half
+    the window (a subharmonic for the first 110 ms of a note after a rest) puts the median between the two octaves,
+    and it is folded once the frames beside it are. A genuine leap of more than 600 cents to a note shorter than
+    ~150 ms and back is folded too, which is why ``--f0_fix octave`` is off by default.
+    """
+    f0 = np.asarray(f0, dtype=np.float64)
+    for _ in range(OCTAVE_PASSES):  # a folded frame moves its neighbours' median: repeat until nothing moves
+        octaves = octave_outliers(f0, radius, threshold)
+        if not octaves.any():
+            break
+        f0 = f0 * 2.0 ** octaves
+    return f0
+
+
+def apply_f0_fix(f0: np.ndarray, fix: str | None) -> np.ndarray:
+    """``fix`` one of ``F0_FIXES`` (None = "none"): "octave" -> ``fix_octaves(f0)``, "none" -> float64 copy."""
+    if fix in (None, "none"):
+        return np.asarray(f0, dtype=np.float64).copy()
+    if fix == "octave":
+        return fix_octaves(f0)
+    raise ValueError(f"unknown F0 fix {fix!r}; choose one of {', '.join(F0_FIXES)}")
 
 
 def round_f0(f0: np.ndarray) -> np.ndarray:
@@ -283,6 +351,80 @@ def _crepe(wav: np.ndarray, capacity: str, device: str) -> np.ndarray:
     cents = (weights * cents_of_bin[window]).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-12)
     f0 = 10.0 * 2.0 ** (cents / 1200.0)
     voiced = (periodicity >= CREPE_PERIODICITY_THRESHOLD) & (frame_rms(wav) >= SILENCE_RMS)
+    return np.where(voiced, f0, 0.0)
+
+
+def fcpe_weights_path() -> Path:
+    """The weights file torchfcpe ships in its wheel (``torchfcpe/assets/fcpe_c_v001.pt``)."""
+    spec = importlib.util.find_spec("torchfcpe")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the fcpe F0 method needs torchfcpe (pip install torchfcpe==0.0.4)")
+    return Path(list(spec.submodule_search_locations)[0]) / "assets" / FCPE_WEIGHTS
+
+
+@functools.lru_cache(maxsize=2)
+def fcpe_model(device: str = "cpu"):
+    """``(wav2mel, model)``: torchfcpe's mel front end and ``CFNaiveMelPE`` with the shipped weights, in eval mode on
+    ``device``; cached per process. Built from the file's own config (torchfcpe's ``spawn_bundled_infer_model`` does
+    the same but prints to stdout and loads without a key report)."""
+    from common.checkpoint import CheckpointError, load_checkpoint, load_state_report
+
+    path = fcpe_weights_path()
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a torchfcpe checkpoint (expected keys 'model' and 'config_dict')")
+    import torch
+    from torchfcpe.mel_extractor import Wav2MelModule
+    from torchfcpe.models import CFNaiveMelPE
+
+    mel, net = ckpt["config_dict"]["mel"], ckpt["config_dict"]["model"]
+    if net.get("type") != "CFNaiveMelPE" or mel.get("sr") != SAMPLE_RATE or mel.get("hop_size") != HOP:
+        raise CheckpointError(f"{path}: expected a CFNaiveMelPE at {SAMPLE_RATE} Hz, hop {HOP}; got {net.get('type')}"
+                              f" at {mel.get('sr')} Hz, hop {mel.get('hop_size')}")
+    wav2mel = Wav2MelModule(sr=mel["sr"], n_mels=mel["num_mels"], n_fft=mel["n_fft"], win_size=mel["win_size"],
+                            hop_length=mel["hop_size"], fmin=mel["fmin"], fmax=mel["fmax"])
+    model = CFNaiveMelPE(input_channels=mel["num_mels"], out_dims=net["out_dims"], hidden_dims=net["hidden_dims"],
+                         n_layers=net["n_layers"], n_heads=net["n_heads"], f0_max=net["f0_max"], f0_min=net["f0_min"],
+                         use_fa_norm=net["use_fa_norm"], conv_only=net["conv_only"], conv_dropout=0.0,
+                         atten_dropout=0.0, use_harmonic_emb=bool(net.get("use_harmonic_emb", False)))
+    own = model.state_dict()
+    # the file keeps weight_norm's old names; torch >= 2.1 registers it as a parametrization (original0/1 = g/v)
+    state = {}
+    for key, value in ckpt["model"].items():
+        for old, new in ((".weight_g", ".parametrizations.weight.original0"),
+                         (".weight_v", ".parametrizations.weight.original1")):
+            if key.endswith(old) and key not in own and key[:-len(old)] + new in own:
+                key = key[:-len(old)] + new
+        state[key] = value
+    load_state_report(model, state, str(path))
+    dev = torch.device(device)
+    return wav2mel.to(dev).eval(), model.to(dev).eval()
+
+
+def _fcpe(wav: np.ndarray, device: str) -> np.ndarray:
+    """FCPE F0 at ``i * 10 ms`` (``[1 + N // 160]``): torchfcpe's local-argmax decoder, threshold 0.006, then
+    frames outside 50..1000 Hz (the crepe range) or under the silence gate are unvoiced.
+
+    torchfcpe's frame j estimates the F0 at ``j * 10 ms`` (its mel window is centred 5 ms later, but the model was
+    trained on labels at ``j * hop``): measured on a 1200 cents/s glide, the median signed error is -0.4 cents
+    as is, and -6 cents (half a frame) with the window re-centred by 80 leading zeros. A signal peaking above 1.0
+    is scaled down to peak 1.0 first (the model's front end expects [-1, 1]; scaling does not move the pitch).
+    """
+    wav2mel, model = fcpe_model(str(device))
+    import torch
+
+    peak = float(np.abs(wav).max())
+    x = wav / peak if peak > 1.0 else wav
+    audio = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, :, None].to(device)
+    with torch.inference_mode():
+        mel = wav2mel(audio, SAMPLE_RATE)
+        latent = model(mel)
+        cents = model.latent2cents_local_decoder(latent, threshold=FCPE_THRESHOLD)
+        f0 = model.cent_to_f0(cents)[0, :, 0].float().cpu().numpy().astype(np.float64)
+    f0 = np.nan_to_num(f0, nan=0.0, posinf=0.0, neginf=0.0)
+    n = 1 + len(wav) // HOP
+    f0 = np.pad(f0, (0, max(0, n - len(f0))))[:n]
+    voiced = (f0 >= F0_MIN) & (f0 <= F0_MAX) & (frame_rms(wav) >= SILENCE_RMS)
     return np.where(voiced, f0, 0.0)
 
 

@@ -1,6 +1,7 @@
 """Extract F0 from one file into the editable pitch CSV (the original's ``pitch/inference.py``).
 
-    python pitch/inference.py -w test.wav -p test.csv [--method praat|crepe|crepe-tiny|harvest] [--device cpu]
+    python pitch/inference.py -w test.wav -p test.csv [--method praat|crepe|crepe-tiny|harvest|fcpe] [--device cpu]
+                              [--f0_fix none|octave]
 
 The audio is read at 16 kHz (any format soundfile reads, any rate and channel count). The CSV keeps 0.1 Hz, one
 row per 10 ms frame (see pitch.csv_io); edit it and pass it to ``gvc_inference.py --pit``.
@@ -17,7 +18,7 @@ from common.config import ConfigError, load_config
 from common.io import check_output_path
 from common.runtime import default_device, tune_allocator
 from pitch.csv_io import save_csv_pitch
-from pitch.f0 import METHODS, SAMPLE_RATE, compute_f0
+from pitch.f0 import F0_FIXES, METHODS, SAMPLE_RATE, apply_f0_fix, compute_f0
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--pit", dest="pit", required=True, help="output CSV (editable, e.g. in a spreadsheet)")
     parser.add_argument("--method", choices=METHODS, default=None,
                         help="F0 method (default: data.f0_method of configs/base.yaml, i.e. praat)")
-    parser.add_argument("--device", default=None, help="torch device for the crepe methods (default: cuda if present)")
+    parser.add_argument("--device", default=None,
+                        help="torch device for the crepe and fcpe methods (default: cuda if present)")
+    parser.add_argument("--f0_fix", choices=F0_FIXES, default="none",
+                        help="octave: fold back isolated octave jumps shorter than 150 ms (default: none, as the "
+                             "original)")
     parser.add_argument("-c", "--config", default=None, help="config overlay to read data.f0_method from")
     return parser
 
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         wav = load_audio(args.wav, sr=SAMPLE_RATE)
     except AudioError as exc:
         sys.exit(f"error: {exc}")
-    f0 = compute_f0(wav, SAMPLE_RATE, method=method, device=device)
+    f0 = apply_f0_fix(compute_f0(wav, SAMPLE_RATE, method=method, device=device), args.f0_fix)
     save_csv_pitch(args.pit, f0)
     voiced = int((f0 > 0).sum())
     print(f"{args.pit}: {len(f0)} frames ({voiced} voiced), method {method}")

@@ -1,6 +1,6 @@
 """Training F0 features: ``<wav>/<singer>/<name>.wav`` -> ``<pit>/<singer>/<name>.pit.npy`` (the original's command).
 
-    python prepare/preprocess_f0.py -w data_gvc/waves-16k/ -p data_gvc/pitch [-t 0] [--method praat]
+    python prepare/preprocess_f0.py -w data_gvc/waves-16k/ -p data_gvc/pitch [-t 0] [--method praat] [--f0_fix none]
 
 Each ``.pit.npy`` is float64 ``[T]``, Hz per 10 ms frame rounded to 0.1 Hz, 0 = unvoiced (conventions.md §2).
 Resumable (existing outputs are skipped), atomic writes, one process per ``-t`` worker; failed files are listed at
@@ -18,7 +18,7 @@ from common.audio import MIN_FEATURE_SECONDS, list_audio, load_audio
 from common.config import ConfigError, load_config
 from common.filewalk import Job, finish, mirror_path, require_folder, run_jobs
 from common.io import save_npy
-from pitch.f0 import METHODS, SAMPLE_RATE, compute_f0, round_f0
+from pitch.f0 import F0_FIXES, METHODS, SAMPLE_RATE, apply_f0_fix, compute_f0, round_f0
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes; 0 = all CPU cores")
     parser.add_argument("--method", choices=METHODS, default=None,
                         help="F0 method (default: data.f0_method of configs/base.yaml, i.e. praat)")
-    parser.add_argument("--device", default="cpu", help="torch device for the crepe methods")
+    parser.add_argument("--device", default="cpu", help="torch device for the crepe and fcpe methods")
+    parser.add_argument("--f0_fix", choices=F0_FIXES, default="none",
+                        help="octave: fold back isolated octave jumps shorter than 150 ms (default: none, as the "
+                             "original)")
     parser.add_argument("-c", "--config", default=None, help="config overlay to read data.f0_method from")
     return parser
 
@@ -43,13 +46,14 @@ def make_jobs(wav_root: Path, pit_root: Path) -> list[Job]:
     return [Job(src, [mirror_path(src, wav_root, pit_root, SUFFIX)]) for src in list_audio(wav_root, (".wav",))]
 
 
-def _init(method: str, device: str) -> dict:
-    return {"method": method, "device": device}
+def _init(method: str, device: str, f0_fix: str = "none") -> dict:
+    return {"method": method, "device": device, "f0_fix": f0_fix}
 
 
 def _work(job: Job, state: dict) -> None:
     wav = load_audio(job.src, sr=SAMPLE_RATE, min_seconds=MIN_FEATURE_SECONDS)
-    f0 = compute_f0(wav, SAMPLE_RATE, method=state["method"], device=state["device"])
+    f0 = apply_f0_fix(compute_f0(wav, SAMPLE_RATE, method=state["method"], device=state["device"]),
+                      state.get("f0_fix"))
     save_npy(job.outputs[0], round_f0(f0))
 
 
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     if not jobs:
         log.warning("%s: no .wav files found", wav_root)
     summary = run_jobs(jobs, _work, workers=args.thread_count, desc=f"f0 ({method})", init=_init,
-                       init_args=(method, args.device))
+                       init_args=(method, args.device, args.f0_fix))
     code = finish(summary, "preprocess_f0")
     if code:
         sys.exit(code)

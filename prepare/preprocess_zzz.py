@@ -6,7 +6,9 @@ Checks every item of ``files/train.txt`` and ``files/valid.txt`` (all four files
 finite values, mel / units / F0 lengths consistent) and that every wav of ``data_gvc/waves-32k`` made it into the
 index. Then a dataset check per singer: clips, minutes, voiced ratio, silence and clipping ratios of the audio, the
 F0 range (5th-95th percentile) with a histogram PNG (``--plots``), and warnings for what hurts training: too little
-data, clipping, mostly silence, and (with ``--songs``) source songs whose F0 leaves the singer's range.
+data, clipping, mostly silence, suspected F0 octave errors (frames more than 600 cents from the median of their
++-150 ms, the rule of ``--f0_fix octave``, and stray frames at 900 Hz and above) with the files that hold them, and
+(with ``--songs``) source songs whose F0 leaves the singer's range.
 Warnings do not change the exit status; problems do.
 """
 
@@ -30,11 +32,16 @@ MIN_MINUTES = 10.0  # less than this per singer: expect timbre leakage and a nar
 MAX_CLIPPING = 1e-3  # fraction of samples in clipped runs
 MAX_SILENCE = 0.5  # fraction of 10 ms frames below -60 dBFS
 SILENCE_RMS = 1e-3
+STRAY_HZ = 900.0  # voiced frames this high are almost always a tracker's octave error in a training set
+MAX_LISTED_FILES = 5  # files named per singer on screen (the JSON lists them all)
 
 
 def check_filelists(paths: list[Path], n_mels: int, dim: int) -> tuple[list[str], dict]:
     problems: list[str] = []
-    stats: dict = defaultdict(lambda: {"clips": 0, "frames": 0, "voiced": 0, "f0": []})
+    from pitch.f0 import octave_outliers
+
+    stats: dict = defaultdict(lambda: {"clips": 0, "frames": 0, "voiced": 0, "f0": [], "octave": 0, "stray": 0,
+                                       "octave_files": {}})
     for path in paths:
         try:
             items = read_filelist(path)
@@ -55,6 +62,11 @@ def check_filelists(paths: list[Path], n_mels: int, dim: int) -> tuple[list[str]
             s["frames"] += t_mel
             s["voiced"] += int((pit > 0).sum())
             s["f0"].append(pit[pit > 0])
+            octave, stray = int((octave_outliers(pit) != 0).sum()), int((pit >= STRAY_HZ).sum())
+            s["octave"] += octave
+            s["stray"] += stray
+            if octave or stray:
+                s["octave_files"][str(item.pit)] = {"octave_frames": octave, "frames_over_900hz": stray}
     return problems, stats
 
 
@@ -134,6 +146,14 @@ def warnings_for(summary: dict, songs_range: tuple[float, float] | None) -> list
             out.append(f"{singer}: {s['clipping_ratio']:.2%} of samples are clipped; the model learns the distortion")
         if s.get("silence_ratio", 0) > MAX_SILENCE:
             out.append(f"{singer}: {s['silence_ratio']:.0%} of the audio is silence; trim it")
+        if s.get("suspected_octave_frames") or s.get("f0_frames_over_900hz"):
+            files = list(s.get("octave_suspect_files", {}))
+            shown = ", ".join(files[:MAX_LISTED_FILES]) + (f" and {len(files) - MAX_LISTED_FILES} more"
+                                                           if len(files) > MAX_LISTED_FILES else "")
+            out.append(f"{singer}: {s['suspected_octave_frames']} F0 frames look like octave errors (over 600 cents "
+                       f"from their +-150 ms median) and {s['f0_frames_over_900hz']} are at {STRAY_HZ:g} Hz or above,"
+                       f" in {len(files)} files: {shown}; check them, or rerun preprocess_f0.py with --f0_fix octave "
+                       "(or another --method)")
         if songs_range and s["f0_p5_hz"] and s["f0_p95_hz"]:
             low = 12 * np.log2(s["f0_p5_hz"] / songs_range[0])
             high = 12 * np.log2(songs_range[1] / s["f0_p95_hz"])
@@ -183,6 +203,10 @@ def report(stats: dict, frame_rate: float) -> dict:
             "voiced_ratio": round(s["voiced"] / max(1, s["frames"]), 3),
             "f0_p5_hz": round(float(np.percentile(f0, 5)), 1) if f0.size else None,
             "f0_p95_hz": round(float(np.percentile(f0, 95)), 1) if f0.size else None,
+            "suspected_octave_frames": s.get("octave", 0),
+            "f0_frames_over_900hz": s.get("stray", 0),
+            "octave_suspect_files": dict(sorted(s.get("octave_files", {}).items(),
+                                                key=lambda kv: -sum(kv[1].values()))),
         }
     return out
 

@@ -18,6 +18,8 @@ from pitch.f0 import (
     compute_f0,
     crepe_model,
     crepe_weights_path,
+    fcpe_model,
+    fcpe_weights_path,
     frame_count,
     frame_times,
     praat_frame_count,
@@ -130,7 +132,7 @@ def test_other_rate_resampled_and_bad_input():
 
 
 @pytest.mark.parametrize("method, median_cents, p95_cents", [("praat", 1.0, 2.0), ("harvest", 1.0, 3.0),
-                                                              ("crepe-tiny", 6.0, 20.0)])
+                                                              ("crepe-tiny", 6.0, 20.0), ("fcpe", 3.0, 8.0)])
 def test_glide_accuracy_on_grid(method, median_cents, p95_cents):
     """Each method against the true F0 at time (k - 1) * 10 ms: at 1200 cents/s a one-frame shift costs 12 cents."""
     x, true_f0 = glide()
@@ -158,6 +160,23 @@ def test_crepe_net_matches_torchcrepe():
         assert got.shape == (6, 360)
         assert torch.allclose(got, expected, atol=1e-5), capacity
     assert crepe_model("tiny", "cpu") is crepe_model("tiny", "cpu")  # loaded once
+
+
+def test_fcpe_uses_torchfcpe_weights_on_our_grid():
+    """Our FCPE is torchfcpe's shipped model and decoder, its frame j (at j * 10 ms) on our frame j + 1."""
+    import torchfcpe
+
+    assert fcpe_weights_path().is_file()
+    x, _ = glide()
+    ours = compute_f0(x, method="fcpe")
+    ref = torchfcpe.spawn_bundled_infer_model("cpu").infer(torch.from_numpy(x)[None, :, None], SAMPLE_RATE,
+                                                           decoder_mode="local_argmax", threshold=0.006)
+    ref = ref[0, :, 0].numpy().astype(np.float64)
+    assert ours.shape == (frame_count(len(x)),) and len(ref) == 1 + len(x) // 160
+    voiced = ours[1:1 + len(ref)] > 0
+    assert voiced.sum() > 100
+    np.testing.assert_allclose(ours[1:1 + len(ref)][voiced], ref[voiced], rtol=1e-5)
+    assert fcpe_model("cpu") is fcpe_model("cpu")  # loaded once
 
 
 def test_shift_and_round():
