@@ -324,6 +324,8 @@ class Converter:
             vec50 = self.units(wav16)
             log_rss("units")
         f0 = read_pitch_file(pit_path) if pit_path is not None else self.f0(wav16)
+        del wav16
+        release_memory()
         log_rss("f0")
         if vec_path is not None and pit_path is None and abs(2 * len(vec50) - len(f0)) > PITCH_SLACK:
             raise InferenceError(f"{vec_path}: {len(vec50)} unit frames ({len(vec50) / 50:.2f} s) for "
@@ -338,6 +340,7 @@ class Converter:
         if not torch.isfinite(mel).all():
             raise InferenceError(f"{wave}: the acoustic model's output is not finite (nothing written)")
         wav = self.vocode(mel, f0, seed)  # (vocode releases memory after each of its windows)
+        release_memory()
         log_rss("vocoder")
         if not np.isfinite(wav).all():
             raise InferenceError(f"{wave}: the vocoder's output is not finite (nothing written)")
@@ -439,7 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
 def write_outputs(conv: Conversion, out: Path, sr: int, pitch_wav: np.ndarray | None, png: bool) -> None:
     from bigvgan.model import to_int16
 
-    write_wav(out, to_int16(torch.from_numpy(conv.wav)).numpy(), sr)  # the vocoder's x 32768 (the original's)
+    pcm = np.empty(len(conv.wav), dtype=np.int16)  # the vocoder's x 32768 (the original's), a piece at a time:
+    for a in range(0, len(pcm), 1 << 20):  # the whole song's float temporaries were 5x its int16 size
+        pcm[a: a + (1 << 20)] = to_int16(torch.from_numpy(conv.wav[a: a + (1 << 20)])).numpy()
+    write_wav(out, pcm, sr)
+    del pcm
     log_rss("write")
     pitch_path, png_path = companion_paths(out)
     if pitch_wav is not None:

@@ -89,16 +89,19 @@ def main(argv: list[str] | None = None) -> int:
             song = make_song(s, work / f"song_{s:g}s.wav")
             results[f"{s:g}"] = run_cli(song, work, models, args.steps, args.extra)
             print(f"{s:g} s: {results[f'{s:g}'].get('peak_rss_mb', 'error')} MB", file=sys.stderr, flush=True)
+            text = report(results, args)
+            if args.out:  # after each song: a long run's early results are kept
+                Path(args.out).write_text(text + "\n")
+    print(text)
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+def report(results: dict, args) -> str:
     base = results[f"{min(args.seconds):g}"].get("peak_rss_mb")
     ratios = {k: round(r["peak_rss_mb"] / base, 3) for k, r in results.items() if base and "peak_rss_mb" in r}
-    report = {"bench": "cli_memory", "machine": platform.machine(), "steps": args.steps, "flags": args.extra,
-              "measure": "/usr/bin/time -f %M of the whole gvc_inference.py process (MB)",
-              "results": results, f"ratio_to_{min(args.seconds):g}s": ratios}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 1 if any("error" in r for r in results.values()) else 0
+    return json.dumps({"bench": "cli_memory", "machine": platform.machine(), "steps": args.steps, "flags": args.extra,
+                       "measure": "/usr/bin/time -f %M of the whole gvc_inference.py process (MB)",
+                       "results": results, f"ratio_to_{min(args.seconds):g}s": ratios}, indent=2)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from torch import nn
 
 from common.checkpoint import CheckpointError, build_loaded, load_checkpoint, strip_prefix
 from common.derived import derived
+from common.runtime import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +300,8 @@ def _units_windowed(model: HubertSoft, wav16: np.ndarray, device: torch.device, 
         with autocast:
             units = model.units(x, stats)[0]
         out[start:stop] = units[start - w0:stop - w0].float().cpu().numpy()
+        del units, x
+        release_memory()  # a window's activations (~1 GB) would otherwise stay in the tuned heap
         if progress is not None:
             progress(1)
     return out
