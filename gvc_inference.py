@@ -26,7 +26,7 @@ from common.audio import AudioError, list_audio, load_audio, write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError
 from common.features import FeatureError, read_vec
-from common.runtime import default_device, release_memory, tune_allocator
+from common.runtime import default_device, drop_primitive_cache, release_memory, tune_allocator
 from grad.samplers import NoiseSource
 
 log = logging.getLogger("gvc_inference")
@@ -556,6 +556,7 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     tune_allocator()
+    drop_primitive_cache()  # bounded memory for long songs (issue 12)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:
