@@ -6,7 +6,9 @@
 Stages: HuBERT-soft units (or ``--vec``) and F0 (or an edited ``--pit`` CSV) from the 16 kHz input -> the acoustic
 model in windows of ``infer.out_chunk`` frames crossfaded over their context frames -> NSF-BigVGAN (or the
 Griffin-Lim preview) in crossfaded windows -> ``--out`` (32 kHz), the F0 check wav and a mel image beside it.
-Each model is loaded once, also in folder mode. This module imports nothing from the trainer.
+Each model is loaded once, also in folder mode. This module imports nothing from the trainer. On a terminal each stage
+shows a progress bar on stderr (folder mode: songs done of all); memory does not grow with the song's length beyond
+its features, mel and audio (bench/bench_cli_memory.py).
 """
 
 from __future__ import annotations
