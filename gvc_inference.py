@@ -6,7 +6,9 @@
 Stages: HuBERT-soft units (or ``--vec``) and F0 (or an edited ``--pit`` CSV) from the 16 kHz input -> the acoustic
 model in windows of ``infer.out_chunk`` frames crossfaded over their context frames -> NSF-BigVGAN (or the
 Griffin-Lim preview) in crossfaded windows -> ``--out`` (32 kHz), the F0 check wav and a mel image beside it.
-Each model is loaded once, also in folder mode. This module imports nothing from the trainer.
+Each model is loaded once, also in folder mode. This module imports nothing from the trainer. On a terminal each stage
+shows a progress bar on stderr (folder mode: songs done of all); memory does not grow with the song's length beyond
+its features, mel and audio (bench/bench_cli_memory.py).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from common.audio import AudioError, list_audio, load_audio, write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError
 from common.features import FeatureError, read_vec
-from common.runtime import default_device, release_memory, tune_allocator
+from common.runtime import default_device, drop_primitive_cache, release_memory, tune_allocator
 from grad.samplers import NoiseSource
 
 log = logging.getLogger("gvc_inference")
@@ -35,8 +38,28 @@ MAX_SHIFT = 24  # semitones; beyond two octaves the F0 leaves the model's 50-110
 PITCH_SLACK = 6  # our F0 track is ~3 frames longer than 2 x units; more than this means a file of another audio
 
 
+def progress_bar(total: int, desc: str, unit: str) -> tqdm:
+    """One stage's bar on stderr; hidden when stderr is not a terminal (tqdm's ``disable=None``)."""
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True, disable=None)
+
+
 class InferenceError(ValueError):
     """A bad input of the conversion (one line, names the file)."""
+
+
+def log_rss(stage: str) -> None:
+    """With ``GVC_RSS_LOG=1``: one line ``rss <stage> <current MB> <peak MB>`` on stderr (bench/bench_cli_memory.py)."""
+    import os
+
+    if os.environ.get("GVC_RSS_LOG") != "1":
+        return
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux
+        return
+    kb = {k: int(v.split()[0]) for k, v in (ln.split(":", 1) for ln in status.splitlines() if ":" in ln)
+          if k in ("VmRSS", "VmHWM")}
+    print(f"rss {stage} {kb['VmRSS'] / 1024:.1f} {kb['VmHWM'] / 1024:.1f}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -201,16 +224,20 @@ class Converter:
 
     # features ---------------------------------------------------------------------------------------------------
     def units(self, wav16: np.ndarray) -> np.ndarray:
-        from hubert.model import DEFAULT_CHECKPOINT, compute_units, load_hubert
+        from hubert.model import DEFAULT_CHECKPOINT, compute_units, load_hubert, unit_windows
 
         if self._hubert is None:
             self._hubert = load_hubert(self.hubert_model or DEFAULT_CHECKPOINT, device=str(self.device))
-        return compute_units(self._hubert, wav16, device=self.device)
+        with progress_bar(unit_windows(len(wav16)), "units", "window") as bar:
+            return compute_units(self._hubert, wav16, device=self.device, progress=bar.update)
 
     def f0(self, wav16: np.ndarray) -> np.ndarray:
         from pitch.f0 import apply_f0_fix, compute_f0
 
-        return apply_f0_fix(compute_f0(wav16, 16000, method=self.f0_method, device=str(self.device)), self.f0_fix)
+        with progress_bar(1, f"F0 ({self.f0_method})", "song") as bar:
+            f0 = compute_f0(wav16, 16000, method=self.f0_method, device=str(self.device))
+            bar.update(1)
+        return apply_f0_fix(f0, self.f0_fix)
 
     # acoustic model ---------------------------------------------------------------------------------------------
     def acoustic(self, vec: np.ndarray, f0: np.ndarray, spk: np.ndarray, steps: int | None = None,
@@ -226,6 +253,8 @@ class Converter:
         from bigvgan.chunks import group_equal
 
         wins = windows(n, icfg.out_chunk, icfg.hop_frame)
+        n_steps = self.model.default_steps if steps is None else int(steps)
+        bar = progress_bar(len(wins) * n_steps, "acoustic model", "step")  # windows x decoder steps
         for group in group_equal(wins, self.batch, length=lambda w: w[1] - w[0]):
             v = torch.from_numpy(np.stack([vec[s:e] for s, e in group])).float().to(self.device)
             p = torch.from_numpy(np.stack([f0[s:e] for s, e in group])).float().to(self.device)
@@ -240,6 +269,8 @@ class Converter:
                 wsum[start:end] += w
             del out, mels
             release_memory()
+            bar.update(len(group) * n_steps)
+        bar.close()
         return acc / wsum.clamp_min(1e-6)
 
     # vocoder ----------------------------------------------------------------------------------------------------
@@ -256,21 +287,28 @@ class Converter:
             from bigvgan.griffinlim import griffinlim_vocode
 
             return griffinlim_vocode(mel, self.cfg.data)
+        from bigvgan.chunks import plan_windows
         from bigvgan.model import vocode
 
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
         icfg = self.cfg.infer
-        return vocode(self._bigvgan(), mel.to(self.device), torch.from_numpy(f0).float().to(self.device),
-                      chunk=icfg.vocoder_chunk, overlap=icfg.vocoder_overlap, noise_generator=gen, batch=self.batch)
+        n_windows = len(plan_windows(mel.shape[1], icfg.vocoder_chunk, icfg.vocoder_overlap)) if mel.shape[1] else 0
+        with progress_bar(n_windows, "vocoder", "window") as bar:
+            return vocode(self._bigvgan(), mel.to(self.device), torch.from_numpy(f0).float().to(self.device),
+                          chunk=icfg.vocoder_chunk, overlap=icfg.vocoder_overlap, noise_generator=gen,
+                          batch=self.batch, progress=bar.update)
 
     def pitch_wav(self, f0: np.ndarray, seed: int | None = None) -> np.ndarray:
         """The F0 check wav the original writes (the vocoder's harmonic source alone), int16 at 32 kHz."""
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
-        f0_t = torch.from_numpy(f0).float().unsqueeze(0).to(self.device)
-        with torch.inference_mode():
-            return self._bigvgan().pitch2wav(f0_t, generator=gen)[0].cpu().numpy()
+        from bigvgan.model import pitch_wav
+
+        # in windows: the whole-song excitation held gigabytes for a few minutes of song (the same samples)
+        out = pitch_wav(self._bigvgan(), torch.from_numpy(f0).float(), gen, chunk=self.cfg.infer.vocoder_chunk)
+        release_memory()
+        return out
 
     # one file ---------------------------------------------------------------------------------------------------
     def convert(self, wave: str, spk: np.ndarray, vec_path: str | None = None, pit_path: str | None = None,
@@ -287,7 +325,11 @@ class Converter:
                 raise InferenceError(f"{vec_path}: units contain NaN or infinite values")
         else:
             vec50 = self.units(wav16)
+            log_rss("units")
         f0 = read_pitch_file(pit_path) if pit_path is not None else self.f0(wav16)
+        del wav16
+        release_memory()
+        log_rss("f0")
         if vec_path is not None and pit_path is None and abs(2 * len(vec50) - len(f0)) > PITCH_SLACK:
             raise InferenceError(f"{vec_path}: {len(vec50)} unit frames ({len(vec50) / 50:.2f} s) for "
                                  f"{len(f0) / 100:.2f} s of audio in {wave}: units of another song?")
@@ -297,9 +339,12 @@ class Converter:
         f0 = shift_f0(f0, shift)
         release_memory()
         mel = self.acoustic(vec, f0, spk, steps, temperature, sampler, seed)
+        log_rss("acoustic")
         if not torch.isfinite(mel).all():
             raise InferenceError(f"{wave}: the acoustic model's output is not finite (nothing written)")
         wav = self.vocode(mel, f0, seed)  # (vocode releases memory after each of its windows)
+        release_memory()
+        log_rss("vocoder")
         if not np.isfinite(wav).all():
             raise InferenceError(f"{wave}: the vocoder's output is not finite (nothing written)")
         return Conversion(wav=wav, mel=mel, f0=f0, vocoder=self.vocoder_kind)
@@ -403,12 +448,18 @@ def build_parser() -> argparse.ArgumentParser:
 def write_outputs(conv: Conversion, out: Path, sr: int, pitch_wav: np.ndarray | None, png: bool) -> None:
     from bigvgan.model import to_int16
 
-    write_wav(out, to_int16(torch.from_numpy(conv.wav)).numpy(), sr)  # the vocoder's x 32768 (the original's)
+    pcm = np.empty(len(conv.wav), dtype=np.int16)  # the vocoder's x 32768 (the original's), a piece at a time:
+    for a in range(0, len(pcm), 1 << 20):  # the whole song's float temporaries were 5x its int16 size
+        pcm[a: a + (1 << 20)] = to_int16(torch.from_numpy(conv.wav[a: a + (1 << 20)])).numpy()
+    write_wav(out, pcm, sr)
+    del pcm
+    log_rss("write")
     pitch_path, png_path = companion_paths(out)
     if pitch_wav is not None:
         write_wav(pitch_path, pitch_wav, sr)
     if png:
         save_mel_image(conv.mel, png_path)
+        log_rss("png")
 
 
 def check_options(args, cfg) -> None:
@@ -470,6 +521,7 @@ def _convert_job(job, state) -> None:
 
 def run(args) -> int:
     converter = make_converter(args)
+    log_rss("load")
     cfg = converter.cfg
     check_options(args, cfg)
     spk = mix_speakers(args.spk, args.spk_weights, cfg.data.speaker_backend)
@@ -501,6 +553,7 @@ def run(args) -> int:
         raise InferenceError(f"{out}: --out names a folder; give the output wav's path")
     conv = converter.convert(str(wave), spk, args.vec, args.pit, **opts)
     pitch_wav = converter.pitch_wav(conv.f0, args.seed) if args.vocoder == "bigvgan" else None
+    log_rss("pitch_wav")
     write_outputs(conv, out, sr, pitch_wav, not args.no_png)
     label = "Griffin-Lim PREVIEW" if conv.vocoder == "griffinlim" else conv.vocoder
     print(f"{out}: {len(conv.wav) / sr:.2f} s at {sr} Hz ({label})")
@@ -509,6 +562,7 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     tune_allocator()
+    drop_primitive_cache()  # bounded memory for long songs (issue 12)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:

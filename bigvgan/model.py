@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -366,6 +366,37 @@ class _BlockNoise:
         return joined[:, start - offset: end - offset]
 
 
+def pitch_wav(generator: Generator, f0: torch.Tensor, noise_generator: torch.Generator | None = None,
+              chunk: int = 2400) -> np.ndarray:
+    """F0 ``(T,)`` Hz -> the excitation alone, int16 ``(320 T,)`` at 32 kHz, ``chunk`` frames at a time.
+
+    The same samples as ``generator.pitch2wav(f0[None], generator=noise_generator)`` of the whole song (bit for bit
+    on the CPU: the noise is drawn from the generator in the same order, the sine phases carried exactly,
+    ``HarmonicSource.sines_piece``), in memory that does not grow with the song (the whole-song call holds a dozen
+    ``(320 T, 11)`` tensors: gigabytes for a few minutes).
+    """
+    if f0.dim() != 1:
+        raise ValueError(f"pitch_wav expects f0 (T,), got {tuple(f0.shape)}")
+    source, hop = generator.m_source, generator.hop_length
+    device = next(generator.parameters()).device
+    f0 = f0.to(device=device, dtype=torch.float32)
+    gen_device = noise_generator.device if noise_generator is not None else None
+    # draw_noise's order: the initial phases, then the noise sample after sample (whole-song draws of 320 x 11
+    # values per frame equal the same draws made piece after piece: CPU normal_ fills in blocks of 16)
+    rand_ini = torch.rand(1, source.n_harmonics, generator=noise_generator, device=gen_device).to(device)
+    out = np.empty(f0.shape[0] * hop, dtype=np.int16)
+    carry = None
+    with torch.inference_mode():
+        for a in range(0, f0.shape[0], max(1, chunk)):
+            f0_up = upsample_f0(f0[None, a: a + chunk], hop)
+            noise = torch.randn(1, f0_up.shape[1], source.n_harmonics, generator=noise_generator, device=gen_device)
+            sines, carry = source.sines_piece(f0_up, rand_ini, carry)
+            excitation = source.excitation(sines, f0_up, noise.to(device))
+            out[a * hop: a * hop + f0_up.shape[1]] = to_int16(excitation[0, :, 0]).cpu().numpy()
+            del sines, excitation, noise, f0_up
+    return out
+
+
 def vocode(
     generator: Generator,
     mel: torch.Tensor,
@@ -375,6 +406,7 @@ def vocode(
     noise_generator: torch.Generator | None = None,
     add_noise: bool = True,
     batch: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Mel ``(100, T)`` + F0 ``(T,)`` Hz -> float32 audio ``(320 T,)`` at 32 kHz, in bounded memory.
 
@@ -384,7 +416,8 @@ def vocode(
     in fixed blocks over the whole song, so the result does not depend on ``chunk`` away from the seams (and not at
     all where the generator's receptive field fits in ``overlap / 2`` frames). ``add_noise=False`` uses zero initial
     phases and zero source noise (deterministic). ``batch`` > 1 renders that many equal-length windows at once (the
-    same noise and phases as one at a time: the same audio, more memory; for GPUs).
+    same noise and phases as one at a time: the same audio, more memory; for GPUs). ``progress(k)`` is called after
+    each ``k`` windows rendered (``bigvgan.chunks.plan_windows`` lists them).
     """
     if mel.dim() != 2 or f0.dim() != 1 or mel.shape[1] != f0.shape[0]:
         raise ValueError(f"vocode expects mel (n_mels, T) and f0 (T,), got {tuple(mel.shape)} and {tuple(f0.shape)}")
@@ -418,6 +451,8 @@ def vocode(
         out = list(audio[:, 0].float().cpu().numpy())
         del audio, har
         release_memory()
+        if progress is not None:
+            progress(len(ws))
         return out
 
     if n_frames == 0:

@@ -101,6 +101,46 @@ class HarmonicSource(nn.Module):
         shift[:, 1:, :] = wrapped * -1.0
         return torch.sin(torch.cumsum(rad + shift, dim=1) * 2 * math.pi) * self.sine_amp
 
+    def sines_piece(
+        self, f0_up: torch.Tensor, rand_ini: torch.Tensor, carry: tuple[torch.Tensor, ...] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``sines`` of a whole signal, one consecutive piece ``(B, n)`` at a time: -> sines ``(B, n, H)``, carry.
+
+        Pass ``carry=None`` for the first piece and the returned carry to the next. The carry holds what the whole
+        signal's two cumsums and wrap test need from earlier pieces (their float64 running sums, as torch's CPU
+        cumsum accumulates float32 in float64, and the last wrapped phase), so on the CPU the pieces joined equal
+        ``sines(whole)`` bit for bit while memory stays that of one piece.
+        """
+        rad = harmonic_radians(f0_up, self.n_harmonics, self.sampling_rate)
+        b, _, h = rad.shape
+        if carry is None:
+            start = rand_ini.to(rad.dtype).clone()
+            start[:, 0] = 0  # as sines()
+            rad[:, 0, :] = rad[:, 0, :] + start
+            zero = torch.zeros(b, 1, h, dtype=torch.float64, device=rad.device)
+            acc1, acc2, last_frac = zero, zero, None
+        else:
+            acc1, acc2, last_frac = carry
+        run1 = rad.double()
+        run1[:, :1] += acc1
+        run1 = torch.cumsum(run1, dim=1)
+        frac = run1.float() % 1
+        joined = frac if last_frac is None else torch.cat([last_frac, frac], dim=1)
+        shift = torch.zeros_like(rad)
+        shift[:, rad.shape[1] - joined.shape[1] + 1:, :] = ((joined[:, 1:, :] - joined[:, :-1, :]) < 0) * -1.0
+        run2 = (rad + shift).double()
+        run2[:, :1] += acc2
+        run2 = torch.cumsum(run2, dim=1)
+        out = torch.sin(run2.float() * 2 * math.pi) * self.sine_amp
+        return out, (run1[:, -1:].clone(), run2[:, -1:].clone(), frac[:, -1:].clone())
+
+    def excitation(self, sines: torch.Tensor, f0_up: torch.Tensor, sine_noise: torch.Tensor) -> torch.Tensor:
+        """Harmonic sines ``(B, N, H)`` gated by voicing, plus noise, merged -> ``(B, N, 1)`` (the end of forward)."""
+        uv = (f0_up > self.voiced_threshold).to(sines.dtype)[..., None]
+        noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
+        sines = sines * uv + noise_amp * sine_noise.to(sines.dtype)
+        return torch.tanh(F.linear(sines, self.merge_w.to(sines.dtype)) + self.merge_b.to(sines.dtype))
+
     def forward(
         self,
         f0_up: torch.Tensor,
@@ -110,8 +150,4 @@ class HarmonicSource(nn.Module):
     ) -> torch.Tensor:
         """``f0_up`` ``(B, N)`` Hz at the audio rate, ``rand_ini`` ``(B, H)``, ``sine_noise`` ``(B, N, H)`` N(0, 1),
         optional ``phase_offset`` ``(B, H)`` cycles -> ``(B, N, 1)``."""
-        sines = self.sines(f0_up, rand_ini, phase_offset)
-        uv = (f0_up > self.voiced_threshold).to(sines.dtype)[..., None]
-        noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
-        sines = sines * uv + noise_amp * sine_noise.to(sines.dtype)
-        return torch.tanh(F.linear(sines, self.merge_w.to(sines.dtype)) + self.merge_b.to(sines.dtype))
+        return self.excitation(self.sines(f0_up, rand_ini, phase_offset), f0_up, sine_noise)

@@ -67,6 +67,17 @@ def tune_allocator() -> bool:
     return _done
 
 
+def drop_primitive_cache() -> None:
+    """Cache no oneDNN primitives in this process (``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0`` unless the user set it).
+
+    A cached convolution primitive keeps its scratchpad, sized by its input: for the vocoder's 24 s windows that
+    held ~1 GB after the first two windows (each length its own primitives), never given back. Without the cache a
+    conversion's peak RSS dropped by ~0.2-0.5 GB for ~10 % more vocoder CPU time (bench/bench_cli_memory.py).
+    Read by oneDNN when it first builds a primitive, so call it before the first convolution.
+    """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+
+
 def release_memory() -> None:
     """Return the heap's free pages to the OS (``malloc_trim``) after tune_allocator; call between large stages or
     windows, so memory held for reuse inside one stage does not add to the next stage's peak."""

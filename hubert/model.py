@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from torch import nn
 
 from common.checkpoint import CheckpointError, build_loaded, load_checkpoint, strip_prefix
 from common.derived import derived
+from common.runtime import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,7 @@ def compute_units(
     device: str | torch.device | None = None,
     chunk_seconds: float = 20.0,
     context_seconds: float = 1.0,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Soft units of a mono 16 kHz signal: ``wav16 (N,)`` float32 -> ``float32 [N // 320, 256]`` at 50 frames/s.
 
@@ -228,6 +230,7 @@ def compute_units(
     pass and only attention and the positional conv (+-64 frames) see less than the whole signal. (The original's
     ``hubert/inference.py`` ran independent 20 s pieces without context.) Inputs shorter than 320 samples give
     ``[0, 256]``. ``device`` defaults to the model's; on CUDA the model runs under fp16 autocast, else in fp32.
+    ``progress(1)`` is called after each window (``unit_windows`` gives their number).
     """
     wav16 = np.ascontiguousarray(wav16, dtype=np.float32)
     if wav16.ndim != 1:
@@ -238,7 +241,13 @@ def compute_units(
     if _device_of(model) != device:
         model.to(device)  # outside inference mode, so the moved parameters stay usable for training
     with torch.inference_mode():
-        return _units_windowed(model, wav16, device, chunk_seconds, context_seconds)
+        return _units_windowed(model, wav16, device, chunk_seconds, context_seconds, progress)
+
+
+def unit_windows(n_samples: int, chunk_seconds: float = 20.0) -> int:
+    """How many windows ``compute_units`` runs for ``n_samples`` at 16 kHz (for a progress bar)."""
+    chunk = max(1, round(chunk_seconds * (SAMPLE_RATE // HOP)))
+    return -(-(n_samples // HOP) // chunk)
 
 
 def norm0_stats(model: HubertSoft, wav16: np.ndarray, device: torch.device, piece_frames: int) -> Norm0Stats:
@@ -269,7 +278,7 @@ def norm0_stats(model: HubertSoft, wav16: np.ndarray, device: torch.device, piec
 
 
 def _units_windowed(model: HubertSoft, wav16: np.ndarray, device: torch.device, chunk_seconds: float,
-                    context_seconds: float) -> np.ndarray:
+                    context_seconds: float, progress: Callable[[int], None] | None = None) -> np.ndarray:
     n_frames = wav16.shape[0] // HOP
     if n_frames == 0:
         return np.zeros((0, UNIT_DIM), dtype=np.float32)
@@ -291,4 +300,8 @@ def _units_windowed(model: HubertSoft, wav16: np.ndarray, device: torch.device, 
         with autocast:
             units = model.units(x, stats)[0]
         out[start:stop] = units[start - w0:stop - w0].float().cpu().numpy()
+        del units, x
+        release_memory()  # a window's activations (~1 GB) would otherwise stay in the tuned heap
+        if progress is not None:
+            progress(1)
     return out

@@ -1,6 +1,7 @@
 """gvc_inference.py end to end with recipe-made official-format checkpoints for every model (real weights cannot be
 had here), the step-by-step flow, windowing, and every kind of bad input."""
 
+import io
 import json
 import subprocess
 import sys
@@ -347,3 +348,53 @@ def test_infer_window_settings_are_checked():
         load_config(overrides=["infer.out_chunk=10", "infer.hop_frame=8"])
     with pytest.raises(ConfigError, match="infer.vocoder_chunk"):
         load_config(overrides=["infer.vocoder_chunk=0"])
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal (tqdm then draws its bars)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bars_per_stage_on_a_terminal_only(ckpts, tmp_path, monkeypatch, tty):
+    err = _Terminal() if tty else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert run_main(args(ckpts, "--wave", SONG, "--out", tmp_path / "o.wav", "--seed", "1")) == 0
+    text = err.getvalue()
+    # the totals: one window each, the acoustic model's window times its steps (tqdm draws "0/total" on creation)
+    bars = {"units": "/1 ", "F0": "/1 ", "acoustic model": f"/{STEPS} ", "vocoder": "/1 "}
+    for desc, count in bars.items():
+        shown = [line for line in text.replace("\r", "\n").splitlines() if line.startswith(desc)]
+        if tty:
+            assert any(count in line for line in shown), (desc, text)
+        else:
+            assert not shown, (desc, text)
+
+
+def test_folder_mode_shows_songs_done_out_of_total(ckpts, tmp_path, monkeypatch):
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    x, sr = sf.read(SONG, dtype="float32")
+    for name in ("a", "b", "c"):
+        sf.write(songs / f"{name}.wav", x[: sr // 2], sr)
+    err = _Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert run_main(args(ckpts, "--wave", songs, "--out", tmp_path / "out", "--seed", "1")) == 0
+    lines = [line for line in err.getvalue().replace("\r", "\n").splitlines() if line.startswith("convert")]
+    assert any("3/3" in line for line in lines) and any("1/3" in line for line in lines), err.getvalue()
+
+
+def test_pitch_wav_in_windows_is_the_whole_song_excitation(ckpts):
+    """The F0 check wav is rendered in windows (bounded memory) and equals the whole-song pitch2wav bit for bit."""
+    from bigvgan.model import load_bigvgan, pitch_wav
+
+    gen = load_bigvgan(ckpts["bigvgan"])
+    rng = np.random.default_rng(3)
+    f0 = np.where(rng.random(701) > 0.3, 90 + 500 * rng.random(701), 0.0)  # voiced and unvoiced runs
+    f0_t = torch.from_numpy(f0).float()
+    whole = gen.pitch2wav(f0_t[None], generator=torch.Generator().manual_seed(5))[0].numpy()
+    for chunk in (1, 97, 700, 2400):  # a window per frame, seams anywhere, one window
+        assert np.array_equal(pitch_wav(gen, f0_t, torch.Generator().manual_seed(5), chunk=chunk), whole), chunk
+    assert not np.array_equal(pitch_wav(gen, f0_t, torch.Generator().manual_seed(6), chunk=97), whole)
