@@ -105,6 +105,9 @@ def file_args(choice: dict) -> tuple[list[str], list[str]]:
 
 def main(argv=None) -> int:
     tune_allocator()
+    # idle OpenMP threads of the commands sleep instead of spinning: on a shared machine spinning threads of two
+    # processes slowed each other down many times over (the trainer: 0.4 -> 10 s a step)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ap = argparse.ArgumentParser(description="Grad-SVC end to end on a festival-sung corpus.")
     ap.add_argument("--out", default="demo_out", help="work folder (default demo_out)")
     ap.add_argument("--train_minutes", type=float, default=5.0, help="training time budget on the CPU")
