@@ -40,3 +40,16 @@ def test_a_failing_trainer_stops_the_demo_with_its_log(tmp_path, capsys):
 def test_the_conversion_is_made_in_the_target_singers_key():
     assert gvc_demo.key_shift("kal", "ked") == -2 and gvc_demo.key_shift("ked", "kal") == 2
     assert subprocess.run([sys.executable, REPO / "gvc_demo.py", "--help"], capture_output=True).returncode == 0
+
+
+def test_metrics_are_printed_beside_the_two_references(capsys):
+    rows = [{"converted": n, "seconds": 4.8, "frames": 480, "voiced_both": vb, "voiced_converted": vb,
+             "voiced_source": 445, "vuv_error": 0.01, "f0_rmse_cents": c, "f0_corr": 0.95, "spk_sim_target": 0.7,
+             "spk_sim_source": 0.6, "mcd_db": 10.8, "mcd_frames": 970}
+            for n, vb, c in (("conversion", 444, 97.2), ("identity floor", 0, None), ("oracle", 412, 25.6))]
+    gvc_demo.print_metrics(rows, ["conversion", "identity floor", "oracle"], "kal", "waltz")
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "metric" in line and "conversion" in line)
+    assert "identity floor" in header and "oracle" in header and "unit" in header and "better" in header
+    assert "97.2" in out and "25.6" in out and "lower is better" in out and "nan" not in out.lower()
+    assert "identity floor: undefined: 0 frames voiced in both" in out
