@@ -3,21 +3,23 @@
     python gvc_eval.py --converted gvc_out.wav --source test.wav --target_spk data_gvc/singer/alto.spk.npy
     python gvc_eval.py --converted out_dir/ --source songs_dir/ --target_spk alto.spk.npy --reference alto_dir/
 
-| metric | meaning |
-|---|---|
-| ``f0_rmse_cents`` | RMS pitch error against the source's F0 (after ``--shift``), frames voiced in both |
-| ``f0_corr`` | Pearson correlation of those two F0 tracks (log scale), frames voiced in both |
-| ``f0_rpa`` | raw pitch accuracy: fraction of those frames within 50 cents |
-| ``f0_gross_error`` | fraction of those frames more than 200 cents off |
-| ``f0_lag_ms`` | the global lag (up to +-50 ms) compensated before the four F0 numbers above |
-| ``vuv_error`` | fraction of frames where the voicing decisions differ |
-| ``spk_sim_target`` | cosine of the conversion's speaker embedding to the target singer's centroid (``--target_spk``) |
-| ``spk_sim_source`` | the same against the source singer (``--source_spk``, else the source audio's own embedding) |
-| ``mcd_db`` | mel-cepstral distortion (dB, 24 coefficients, c0 excluded) to ``--reference`` after DTW |
+| metric | unit, better | meaning |
+|---|---|---|
+| ``f0_rmse_cents`` | cents, lower | RMS pitch error against the source F0 (after ``--shift``), frames voiced in both |
+| ``f0_corr`` | -1..1, higher | Pearson correlation of those two F0 tracks (log scale), frames voiced in both |
+| ``f0_rpa`` | fraction, higher | raw pitch accuracy: fraction of those frames within 50 cents |
+| ``f0_gross_error`` | fraction, lower | fraction of those frames more than 200 cents off |
+| ``f0_lag_ms`` | ms | the global lag (up to +-50 ms) compensated before the four F0 numbers above |
+| ``vuv_error`` | fraction, lower | fraction of frames where the voicing decisions differ |
+| ``spk_sim_target`` | cosine, higher | the conversion's speaker embedding vs the target's centroid (``--target_spk``) |
+| ``spk_sim_source`` | cosine, lower | the same vs the source singer (``--source_spk``, else the source audio's) |
+| ``mcd_db`` | dB, lower | mel-cepstral distortion (24 coefficients, c0 excluded) to ``--reference`` after DTW |
 
 The F0 numbers are taken after folding each track's isolated octave jumps (``--f0_fix octave``, the default here:
-tracker errors on either recording are not the conversion's) at the best global lag within +-50 ms. Prints a table
-and writes JSON (``--json``). Folder mode pairs files by relative path.
+tracker errors on either recording are not the conversion's) at the best global lag within +-50 ms. Prints each
+metric with its unit, its direction and the frames it was computed on (or why it is undefined, e.g. no frame voiced
+in both), and writes JSON (``--json``; undefined values are null). Folder mode pairs files by relative path and adds
+the means over the files.
 """
 
 from __future__ import annotations
@@ -104,14 +106,20 @@ def mel_cepstrum(wav: np.ndarray, sr: int, order: int = 24) -> np.ndarray:
     return pw.code_spectral_envelope(sp, sr, order + 1)
 
 
-def mcd_dtw(wav_a: np.ndarray, wav_b: np.ndarray, sr: int, order: int = 24) -> float:
-    """Mel-cepstral distortion in dB between two recordings, frames aligned by DTW, c0 (energy) excluded."""
+def mcd_dtw_frames(wav_a: np.ndarray, wav_b: np.ndarray, sr: int, order: int = 24) -> tuple[float, int]:
+    """(mel-cepstral distortion in dB, number of DTW-aligned 5 ms frame pairs it averages) between two recordings,
+    c0 (energy) excluded."""
     import librosa
 
     ca, cb = mel_cepstrum(wav_a, sr, order)[:, 1:], mel_cepstrum(wav_b, sr, order)[:, 1:]
     _, path = librosa.sequence.dtw(X=ca.T, Y=cb.T, metric="euclidean")
     diff = ca[path[:, 0]] - cb[path[:, 1]]
-    return float(10.0 / np.log(10.0) * np.mean(np.sqrt(2.0 * np.sum(diff**2, axis=1))))
+    return float(10.0 / np.log(10.0) * np.mean(np.sqrt(2.0 * np.sum(diff**2, axis=1)))), len(path)
+
+
+def mcd_dtw(wav_a: np.ndarray, wav_b: np.ndarray, sr: int, order: int = 24) -> float:
+    """Mel-cepstral distortion in dB between two recordings, frames aligned by DTW, c0 (energy) excluded."""
+    return mcd_dtw_frames(wav_a, wav_b, sr, order)[0]
 
 
 class Evaluator:
@@ -140,10 +148,13 @@ class Evaluator:
     def evaluate(self, converted: Path, source: Path | None = None, target_spk: np.ndarray | None = None,
                  source_spk: np.ndarray | None = None, reference: Path | None = None, shift: float = 0.0) -> dict:
         conv = load_audio(converted, EVAL_SR)
-        row: dict = {"converted": str(converted)}
+        row: dict = {"converted": str(converted), "seconds": len(conv) / EVAL_SR}
         src = load_audio(source, EVAL_SR) if source is not None else None
         if src is not None:
-            row.update(f0_metrics(self.f0(conv), self.f0(src), shift, fold=self.f0_fix == "octave"))
+            f0_conv, f0_src = self.f0(conv), self.f0(src)
+            row.update(f0_metrics(f0_conv, f0_src, shift, fold=self.f0_fix == "octave"))
+            n = min(len(f0_conv), len(f0_src))  # for the reason an F0 metric is undefined
+            row["voiced_converted"], row["voiced_source"] = int((f0_conv[:n] > 0).sum()), int((f0_src[:n] > 0).sum())
         if target_spk is not None or source_spk is not None or src is not None:
             emb = self.backend.embed(conv)
             if target_spk is not None:
@@ -153,7 +164,7 @@ class Evaluator:
             if source_spk is not None:
                 row["spk_sim_source"] = cosine(emb, source_spk)
         if reference is not None:
-            row["mcd_db"] = mcd_dtw(conv, load_audio(reference, EVAL_SR), EVAL_SR)
+            row["mcd_db"], row["mcd_frames"] = mcd_dtw_frames(conv, load_audio(reference, EVAL_SR), EVAL_SR)
         return row
 
 
@@ -178,19 +189,97 @@ def _pair(base: Path | None, rel: Path) -> Path | None:
     return None
 
 
-COLUMNS = ["f0_rmse_cents", "f0_corr", "vuv_error", "spk_sim_target", "spk_sim_source", "mcd_db"]
+COLUMNS = ["f0_rmse_cents", "f0_corr", "f0_rpa", "f0_gross_error", "f0_lag_ms", "vuv_error", "spk_sim_target",
+           "spk_sim_source", "mcd_db"]
+# how each metric reads: (what it is, unit, which way is better)
+METRICS = {
+    "f0_rmse_cents": ("F0 error vs the source (RMS, after --shift)", "cents", "lower"),
+    "f0_corr": ("F0 contour correlation (log F0)", "", "higher"),
+    "f0_rpa": ("F0 within 50 cents (raw pitch accuracy)", "fraction", "higher"),
+    "f0_gross_error": ("F0 more than 200 cents off", "fraction", "lower"),
+    "f0_lag_ms": ("lag compensated before the F0 numbers", "ms", ""),
+    "vuv_error": ("voicing disagreement (V/UV error)", "fraction", "lower"),
+    "spk_sim_target": ("speaker similarity to the target", "cosine", "higher"),
+    "spk_sim_source": ("speaker similarity to the source", "cosine", "lower"),
+    "mcd_db": ("mel-cepstral distortion to --reference", "dB", "lower"),
+}
 
 
-def table(rows: list[dict]) -> str:
-    cols = [c for c in COLUMNS if any(c in r for r in rows)]
-    lines = ["file".ljust(32) + "".join(c.rjust(16) for c in cols)]
+LABEL_WIDTH = max(len(v[0]) for v in METRICS.values()) + 2
+
+
+def describe(key: str) -> tuple[str, str, str]:
+    """(label, unit, "lower is better" / "higher is better") of a metric (a metric not in METRICS: its key)."""
+    label, unit, better = METRICS.get(key, (key, "", ""))
+    return label, unit, f"{better} is better" if better else ""
+
+
+def basis(row: dict, key: str) -> tuple[bool, str]:
+    """(defined, what the value was computed on; or why it is undefined) for ``row[key]``."""
+    value = row.get(key)
+    defined = value is not None and bool(np.isfinite(value))
+    if key.startswith("f0_") or key == "vuv_error":
+        n, both = row.get("frames", 0), row.get("voiced_both", 0)
+        if key == "vuv_error":
+            return defined, f"{n} frames (10 ms)" if defined else "undefined: no frame to compare (empty audio)"
+        if defined:
+            return True, f"{both} frames voiced in both (of {n}, 10 ms)"
+        if both < 2:
+            return False, (f"undefined: {both} frames voiced in both (conversion voiced in "
+                           f"{row.get('voiced_converted', '?')}, source in {row.get('voiced_source', '?')} of {n})")
+        return False, "undefined: the F0 is constant in one of them (no contour to correlate)"
+    if key.startswith("spk_sim"):
+        return defined, f"the whole file ({row.get('seconds', 0):.1f} s, one embedding)"
+    if key == "mcd_db":
+        return defined, f"{row.get('mcd_frames', 0)} DTW-aligned frame pairs (5 ms)"
+    return defined, ""
+
+
+def format_value(value, unit: str) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:.1f}" if unit in ("cents", "dB", "ms") else f"{value:.3f}"
+
+
+def metric_lines(rows: list[dict], names: list[str]) -> list[str]:
+    """A header and one line per metric with a value column per row (headed by ``names``): label, values, unit,
+    direction and what it was computed on (the first row's), or, where a row's value is undefined, why."""
+    keys = [c for c in COLUMNS if any(c in r for r in rows)]
+    width = max([len(n) for n in names] + [8]) + 2
+    lines = ["metric".ljust(LABEL_WIDTH) + "".join(n.rjust(width) for n in names) + "  unit      better            "
+             "computed on"]
+    for key in keys:
+        label, unit, better = describe(key)
+        values = "".join(format_value(r.get(key), unit).rjust(width) for r in rows)
+        notes = [(name, *basis(r, key)) for name, r in zip(names, rows) if key in r]
+        undefined = [f"{name}: {why}" if len(rows) > 1 else why for name, ok, why in notes if not ok]
+        on = "; ".join(undefined) if undefined else notes[0][2]
+        lines.append(label.ljust(LABEL_WIDTH) + values + f"  {unit:8s}  {better:16s}  {on}")
+    return lines
+
+
+def report(rows: list[dict]) -> str:
+    """Each file's metrics (unit, direction, frames) and, for several files, their means over the files."""
+    out = []
     for r in rows:
-        name = Path(r["converted"]).name[:31].ljust(32)
-        lines.append(name + "".join(f"{r[c]:16.3f}" if c in r else " " * 16 for c in cols))
+        out += [Path(r["converted"]).name] + ["  " + line for line in metric_lines([r], ["value"])] + [""]
     if len(rows) > 1:
-        means = {c: np.nanmean([r[c] for r in rows if c in r]) for c in cols}
-        lines.append("mean".ljust(32) + "".join(f"{means[c]:16.3f}" for c in cols))
-    return "\n".join(lines)
+        cols = [c for c in COLUMNS if any(c in r for r in rows)]
+        out.append(f"mean over the {len(rows)} files (each metric over the files where it is defined)")
+        for key in cols:
+            label, unit, better = describe(key)
+            vals = [r[key] for r in rows if key in r and r[key] is not None and np.isfinite(r[key])]
+            mean = float(np.mean(vals)) if vals else None
+            on = f"{len(vals)} of the files" if vals else "undefined in every file"
+            out.append("  " + label.ljust(LABEL_WIDTH) + format_value(mean, unit).rjust(10) + f"  {unit:8s}  "
+                       f"{better:16s}  {on}")
+    return "\n".join(out).rstrip()
+
+
+def _mean_or_none(values: list) -> float | None:
+    """The mean of the finite values (None if there is none: no 'mean of empty slice' warning)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
 
 
 def _finite_or_none(x) -> float | None:
@@ -253,14 +342,16 @@ def main(argv=None) -> int:
     except (AudioError, ValueError, OSError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(table(rows))
+    print(report(rows))
     for f in failed:
         print(f"FAILED {f}", file=sys.stderr)
     if args.json:
         cols = [c for c in COLUMNS if any(c in r for r in rows)]
-        means = {c: _finite_or_none(np.nanmean([r[c] for r in rows if c in r])) for c in cols}
+        means = {c: _mean_or_none([r[c] for r in rows if c in r]) for c in cols}
         clean = [{k: _finite_or_none(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
-        write_text(args.json, json.dumps({"rows": clean, "mean": means, "failed": failed}, indent=2))
+        units = {c: dict(zip(("label", "unit", "better"), METRICS[c])) for c in cols if c in METRICS}
+        write_text(args.json, json.dumps({"rows": clean, "mean": means, "failed": failed, "metrics": units},
+                                         indent=2))
     return 1 if failed else 0
 
 

@@ -28,6 +28,7 @@ from common.audio import AudioError, list_audio, load_audio, write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError
 from common.features import FeatureError, read_vec
+from common.levels import conversion_warnings
 from common.runtime import default_device, drop_primitive_cache, release_memory, tune_allocator
 from grad.samplers import NoiseSource
 
@@ -287,6 +288,10 @@ class Converter:
             from bigvgan.griffinlim import griffinlim_vocode
 
             return griffinlim_vocode(mel, self.cfg.data)
+        if self.vocoder_kind == "world":
+            from bigvgan.world import world_vocode
+
+            return world_vocode(mel, f0, self.cfg.data, self.cfg.infer.vocoder_chunk, self.cfg.infer.vocoder_overlap)
         from bigvgan.chunks import plan_windows
         from bigvgan.model import vocode
 
@@ -347,6 +352,8 @@ class Converter:
         log_rss("vocoder")
         if not np.isfinite(wav).all():
             raise InferenceError(f"{wave}: the vocoder's output is not finite (nothing written)")
+        for problem in conversion_warnings(mel, wav, self.cfg.data):  # a blast says why (untrained model, ...)
+            log.warning("%s: %s", wave, problem)
         return Conversion(wav=wav, mel=mel, f0=f0, vocoder=self.vocoder_kind)
 
 
@@ -419,7 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shift", type=float, default=0, help="pitch shift in semitones")
     ap.add_argument("--temperature", "--rature", dest="temperature", type=float, default=None,
                     help="sampling temperature (V2 divides the noise by it, V3 multiplies; default 1.015)")
-    ap.add_argument("--steps", type=int, default=None, help="decoder steps (default: V3 10, V2 20)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="decoder steps (default: V3 10, V2 20); 0 vocodes the encoder's prior mel mu without the "
+                         "decoder (for a model trained for minutes)")
     ap.add_argument("--solver", "--sampler", dest="sampler", default=None,
                     help="V3/rectified: euler, heun; V2: ml, euler_sde, euler_ode, dpm1, dpm2, dpm3")
     ap.add_argument("--seed", type=int, default=None, help="makes the output reproducible bit for bit")
@@ -429,8 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch", type=int, default=None,
                     help="acoustic-model and vocoder windows (24 s each) run this many at a time: faster on a "
                          "GPU for long songs, more memory; the same output (default: infer.batch_windows, 1)")
-    ap.add_argument("--vocoder", choices=["bigvgan", "griffinlim"], default="bigvgan",
-                    help="griffinlim: a preview without the NSF-BigVGAN checkpoint")
+    ap.add_argument("--vocoder", choices=["bigvgan", "griffinlim", "world"], default="bigvgan",
+                    help="without the NSF-BigVGAN checkpoint: world (WORLD from the mel's envelope, the F0 exact) "
+                         "or griffinlim (a phasey preview)")
     ap.add_argument("--vocoder_model", default=None, help="default bigvgan_pretrain/nsf_bigvgan_pretrain_32K.pth")
     ap.add_argument("--hubert_model", default=None, help="default hubert_pretrain/hubert-soft-0d54a1f4.pt")
     ap.add_argument("--f0", "--method", dest="f0_method", default=None,
@@ -472,8 +482,8 @@ def check_options(args, cfg) -> None:
         get_sampler(args.sampler or str(cfg.grad.sampler), kind)
     except ValueError as exc:
         raise InferenceError(f"--sampler: {exc}") from None
-    if args.steps is not None and args.steps < 1:
-        raise InferenceError(f"--steps {args.steps}: at least 1")
+    if args.steps is not None and args.steps < 0:
+        raise InferenceError(f"--steps {args.steps}: at least 1 (or 0: the encoder's prior mel)")
     if args.temperature is not None and not (np.isfinite(args.temperature) and args.temperature >= 0):
         raise InferenceError(f"--temperature {args.temperature}: must be finite and >= 0")
     if args.temperature == 0 and kind == "score":

@@ -1,12 +1,13 @@
 """Vocode a mel + F0 pair into a 32 kHz WAV (the original's ``bigvgan/inference.py``).
 
     python bigvgan/inference.py --mel x.mel.pt --pit x.pit.npy --out x.wav
-        [--model bigvgan_pretrain/nsf_bigvgan_pretrain_32K.pth] [--vocoder bigvgan|griffinlim] [--device cpu]
+        [--model bigvgan_pretrain/nsf_bigvgan_pretrain_32K.pth] [--vocoder bigvgan|world|griffinlim] [--device cpu]
 
 ``--mel``: a ``.mel.pt`` (float tensor ``[100, T]``, natural-log mel, 10 ms frames) or a ``.npy`` of that shape.
 ``--pit``: F0 in Hz per 10 ms frame (0 = unvoiced) as ``.pit.npy`` / ``.npy`` or the editable pitch CSV of
 ``pitch/inference.py``. If the two lengths differ the shorter one is used (with a warning). ``--vocoder
-griffinlim`` needs no checkpoint and ignores F0 (preview quality). Output: int16 WAV at ``data.sampling_rate``.
+world`` (WORLD, F0 exact) and ``griffinlim`` (ignores F0, preview quality) need no checkpoint. Output: int16 WAV
+at ``data.sampling_rate``.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output WAV")
     parser.add_argument("--model", default=DEFAULT_CHECKPOINT,
                         help="official NSF-BigVGAN checkpoint (generator under 'model_g')")
-    parser.add_argument("--vocoder", choices=("bigvgan", "griffinlim"), default="bigvgan",
-                        help="griffinlim: preview quality, no checkpoint needed, ignores F0")
+    parser.add_argument("--vocoder", choices=("bigvgan", "world", "griffinlim"), default="bigvgan",
+                        help="no checkpoint needed: world (WORLD, follows the F0 exactly) or griffinlim (preview "
+                             "quality, ignores F0)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the source noise (default: unseeded)")
     parser.add_argument("--chunk", type=int, default=None, help="frames per vocoder window (infer.vocoder_chunk)")
@@ -117,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     overlap = min(cfg.infer.vocoder_overlap, chunk)
     if args.vocoder == "griffinlim":
         audio = torch.from_numpy(griffinlim_vocode(mel, cfg.data, chunk=chunk, overlap=overlap))
+    elif args.vocoder == "world":
+        from bigvgan.world import world_vocode
+
+        audio = torch.from_numpy(world_vocode(mel, f0[:n], cfg.data, chunk=chunk, overlap=overlap))
     else:
         device = default_device(args.device)
         try:

@@ -146,9 +146,10 @@ class GradSVC(nn.Module):
 
         T may be any length: inputs are zero-padded to a multiple of 4 (as the original's ``gvc_main``) and the
         outputs cropped back. ``lengths`` [B] (default: all T). None for steps / temperature / sampler means the
-        config's value (V3: euler, 10, 1.015; V2: ml, 20). ``noise``: a ``NoiseSource`` or a list of tensors
-        in the original's draw order (start noise [B, 100, T_padded], then per-step noises); the original's
-        last draw (noise added to its unused first output) is not taken, so leftover tensors are ignored.
+        config's value (V3: euler, 10, 1.015; V2: ml, 20); ``n_timesteps`` 0 returns the prior ``mu`` as the mel.
+        ``noise``: a ``NoiseSource`` or a list of tensors in the original's draw order (start noise
+        [B, 100, T_padded], then per-step noises); the original's last draw (noise added to its unused first
+        output) is not taken, so leftover tensors are ignored.
         ``generator`` seeds the draws otherwise (bit-reproducible on CPU). Runs under ``torch.inference_mode``.
         """
         param = next(self.parameters())
@@ -166,7 +167,8 @@ class GradSVC(nn.Module):
                 pit = F.pad(pit, (0, t_pad - t))
             mu, mask = self.encode(vec, pit, spk, lengths)
             source = as_noise_source(noise, generator)
-            mel = self.decode(mu, mask, spk, n_timesteps, temperature, sampler, source)
+            # 0 steps: the prior mu itself (what a model has learnt in its encoder-only fast_epochs; no noise drawn)
+            mel = mu if n_timesteps == 0 else self.decode(mu, mask, spk, n_timesteps, temperature, sampler, source)
             if source.remaining:
                 log.debug("synthesise: %d given noise tensors not used", source.remaining)
             return {"mel": mel[..., :t], "mu": mu[..., :t], "mask": mask[..., :t]}

@@ -257,7 +257,7 @@ BAD_CASES = {
                               "--temperature 0"),
     "negative temperature": (lambda c, t: ["--wave", SONG, "--temperature", "-1"], "--temperature -1"),
     "sampler of the other decoder": (lambda c, t: ["--wave", SONG, "--sampler", "ml"], "--sampler"),
-    "zero steps": (lambda c, t: ["--wave", SONG, "--steps", "0"], "--steps 0"),
+    "negative steps": (lambda c, t: ["--wave", SONG, "--steps", "-1"], "--steps -1"),
     "unknown f0 method": (lambda c, t: ["--wave", SONG, "--f0", "crepe_tiny"], "--f0 crepe_tiny"),
     "nan spk weight": (lambda c, t: ["--wave", SONG, "--spk_weights", "nan"], "--spk_weights"),
     "bad backend.json": (lambda c, t: ["--wave", SONG, "--spk", _tagged_spk(t, "{}")], "backend.json"),
