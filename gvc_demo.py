@@ -127,13 +127,16 @@ def main(argv=None) -> int:
          *speaker_args],
         out, "5. speaker")
     run([py, prep / "preprocess_speaker_ave.py", f"{d}/speaker/", f"{d}/singer"], out, "6. singer mean")
-    run([py, prep / "preprocess_train.py", "--valid", "2"], out, "8. training index")
+    run([py, prep / "preprocess_train.py", "--valid", "2", "--valid_share", "0.25"], out, "8. training index")
     check = run([py, prep / "preprocess_zzz.py", "--json", "check.json"], out, "9. check")
     print(check.stdout, end="")
 
     # train for a time budget: one short probe run tells the step time
     trainer = [py, REPO / "gvc_trainer.py", "-c", REPO / "configs" / "tiny.yaml", "-c",
                REPO / "configs" / "demo.yaml"] + (["--device", args.device] if args.device else [])
+    if (out / "logs").is_dir():  # a fresh run refuses a log folder holding another run's checkpoints
+        say(f"removing the previous demo run's training logs ({out / 'logs'})")
+        shutil.rmtree(out / "logs")
     t0 = time.perf_counter()
     run(trainer + ["--max-steps", "10"], out, "train (10-step probe)")
     per_step = (time.perf_counter() - t0) / 10
@@ -157,8 +160,11 @@ def main(argv=None) -> int:
     print(ev.stdout, end="")
     metrics = json.loads((out / "eval.json").read_text())["mean"]
     say(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
-    say(f"converted song:   {converted}  (F0 check: {converted.with_name(converted.stem + '_pitch.wav')}, "
-        f"mel: {converted.with_name(converted.stem + '.mel.png')})")
+    from gvc_inference import companion_paths
+
+    beside = [f"{what}: {path}" for what, path in zip(("F0 check", "mel"), companion_paths(converted))
+              if path.is_file()]  # only files the conversion wrote
+    say(f"converted song:   {converted}" + (f"  ({', '.join(beside)})" if beside else ""))
     shown = {k: (round(v, 3) if v is not None else None) for k, v in metrics.items()}
     say(f"metrics:          {out / 'eval.json'}  {json.dumps(shown)}")
     say(f"dataset check:    {out / 'check.json'}, F0 histograms in {out / 'data_gvc' / 'check'}")
