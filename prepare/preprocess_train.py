@@ -54,7 +54,7 @@ def split_valid(lines: list[str], n_valid: int, share: float) -> tuple[list[str]
     rule held nothing back) says what was done per singer."""
     clips = Counter(singer_of(x) for x in lines)
     cap = {s: math.floor(share * n + 1e-9) for s, n in clips.items()}
-    n_valid = min(n_valid, max(0, len(lines) - 1))
+    requested, n_valid = n_valid, min(n_valid, max(0, len(lines) - 1))
     taken: Counter = Counter()
     valid, train = [], []
     for line in lines:
@@ -65,9 +65,9 @@ def split_valid(lines: list[str], n_valid: int, share: float) -> tuple[list[str]
         else:
             train.append(line)
     warning = None
-    if len(valid) < n_valid:
+    if len(valid) < requested:
         per_singer = ", ".join(f"{s} {taken[s]} of {n}" for s, n in sorted(clips.items()))
-        warning = (f"warning: {len(valid)} validation items instead of {n_valid}: at most {share:.0%} of a "
+        warning = (f"warning: {len(valid)} validation items instead of {requested}: at most {share:.0%} of a "
                    f"singer's clips are held out for validation ({per_singer}); --valid_share changes the limit")
     return sorted(valid), train, warning
 
