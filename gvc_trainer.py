@@ -207,8 +207,8 @@ def check_data(cfg: DictConfig, env: DistEnv) -> None:
     """Rank 0 checks both filelists; any problem stops every rank with the list (exit 2)."""
     problems: list[str] = []
     if env.is_main:
-        for path in (cfg.train.train_files, cfg.train.valid_files):
-            problems += check_filelist(path, cfg)
+        problems += check_filelist(cfg.train.train_files, cfg)
+        problems += check_filelist(cfg.train.valid_files, cfg, allow_empty=True)  # no validation then (a warning)
     if env.active:
         flag = torch.tensor([len(problems)], dtype=torch.long)
         dist.broadcast(flag, 0)

@@ -14,7 +14,7 @@ import sys
 
 from common.audio import AudioError, load_audio
 from common.config import ConfigError, load_config
-from common.io import check_output_path
+from common.io import DiskFullError, check_output_path
 from common.runtime import default_device, tune_allocator
 from pitch.csv_io import save_csv_pitch
 from pitch.f0 import METHODS, SAMPLE_RATE, compute_f0
@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     except AudioError as exc:
         sys.exit(f"error: {exc}")
     f0 = compute_f0(wav, SAMPLE_RATE, method=method, device=device)
-    save_csv_pitch(args.pit, f0)
+    try:
+        save_csv_pitch(args.pit, f0)
+    except DiskFullError as exc:
+        sys.exit(f"error: {exc}")
     voiced = int((f0 > 0).sum())
     print(f"{args.pit}: {len(f0)} frames ({voiced} voiced), method {method}")
 

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from common.features import item_for
-from common.io import write_text
+from common.io import DiskFullError, write_text
 
 
 def collect(data_root: Path) -> tuple[list[str], list[str]]:
@@ -99,8 +99,12 @@ def main(argv=None) -> int:
     if warning:
         print(warning, file=sys.stderr)
     out = Path(args.out)
-    write_text(out / "train.txt", "".join(f"{x}\n" for x in train))
-    write_text(out / "valid.txt", "".join(f"{x}\n" for x in valid))
+    try:
+        write_text(out / "train.txt", "".join(f"{x}\n" for x in train))
+        write_text(out / "valid.txt", "".join(f"{x}\n" for x in valid))
+    except DiskFullError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"{out / 'train.txt'}: {len(train)} items; {out / 'valid.txt'}: {len(valid)} items; "
           f"{len(missing)} missing feature files")
     return 0

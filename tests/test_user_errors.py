@@ -154,6 +154,25 @@ def test_index_warns_about_the_smaller_validation_set(tmp_path, capsys):
     assert (tmp_path / "files" / "train.txt").read_text().count("\n") == 16
 
 
+def test_an_empty_validation_list_trains_without_validation(tmp_path, caplog):
+    """A set too small to hold a clip out (4 clips a singer) gets an empty valid.txt: the check and the trainer
+    accept it with a warning; an empty training list stays a problem."""
+    from prepare.preprocess_zzz import check_filelists
+
+    tr = load_script("gvc_trainer")
+    train, valid = write_feature_set(tmp_path / "feat")
+    valid.write_text("")
+    problems, stats = check_filelists([train, valid], 100, 256, allow_empty=(valid,))
+    assert problems == [] and sum(s["clips"] for s in stats.values()) == 6
+    assert check_filelists([valid, train], 100, 256, allow_empty=(train,))[0] == [f"{valid}: empty filelist"]
+    with caplog.at_level(logging.WARNING):
+        assert tr.main(["-c", TINY, "--device", "cpu", f"train.train_files={train}", f"train.valid_files={valid}",
+                        f"train.log_dir={tmp_path / 'logs'}", "data.max_frames=64", "train.segment_frames=32",
+                        "--max-steps", "1"]) == 0
+    assert any("no usable validation items" in r.getMessage() for r in caplog.records)
+    assert list((tmp_path / "logs").glob("grad_svc_*.pt"))
+
+
 def test_fresh_training_run_refuses_a_folder_with_another_runs_checkpoints(tmp_path, caplog):
     tr = load_script("gvc_trainer")
     log_dir = tmp_path / "logs" / "grad_svc"
