@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common.checkpoint import CheckpointError, load_checkpoint, load_state_report
+from common.checkpoint import CheckpointError, Pretrained, load_checkpoint, load_state_report, require_pretrained
 from common.config import BASE_CONFIG, ConfigError, config_from_dict, load_config, to_dict
 from common.features import FeatureError
 from common.io import DiskFullError, save_torch
@@ -411,6 +411,17 @@ def refuse_other_run(log_dir: Path) -> None:
     if found:
         raise ConfigError(f"{log_dir}: holds another run's checkpoints (latest {found[-1].name}); start a new run "
                           f"with -n NAME (logs go to {log_dir.parent / 'NAME'}) or resume that one with -p {found[-1]}")
+
+
+def check_pretrained(cfg: DictConfig, resume: dict | None) -> None:
+    """The fine-tuning start and the validation vocoder, before any work: all missing files named at once."""
+    files = []
+    if cfg.train.pretrain and resume is None:
+        files.append(Pretrained(cfg.train.pretrain, "gvc", "--finetune PATH (or train.pretrain=PATH)"))
+    if cfg.train.vocoder:
+        files.append(Pretrained(cfg.train.vocoder, "bigvgan", "train.vocoder=PATH",
+                                "train.vocoder=null (validation without audio)"))
+    require_pretrained(files)
 
 
 def save_checkpoint(state: TrainState) -> Path | None:
@@ -823,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = build_config(args, resume)
             if resume is None:
                 refuse_other_run(Path(cfg.train.log_dir))
+            check_pretrained(cfg, resume)
             handler = setup_logging(env, Path(cfg.train.log_dir))
             log.info("device %s, precision %s, %d rank(s), log dir %s", device, cfg.train.precision, env.world_size,
                      cfg.train.log_dir)

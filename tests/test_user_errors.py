@@ -65,6 +65,19 @@ def test_only_the_files_a_run_needs_are_asked_for(tmp_path, capsys):
     assert err[0].startswith(f"error: {tmp_path / 'gvc.pth'}: pretrained file not found") and "--model" in err[0]
 
 
+def test_training_names_its_missing_start_and_vocoder_at_once(tmp_path, caplog):
+    tr = load_script("gvc_trainer")
+    with caplog.at_level(logging.ERROR):
+        code = tr.main(["-c", TINY, "--device", "cpu", f"train.log_dir={tmp_path / 'logs'}",
+                        "--finetune", str(tmp_path / "gvc.pretrain.pth"), f"train.vocoder={tmp_path / 'voc.pth'}"])
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert code == tr.EXIT_DATA and len(errors) == 1, errors
+    lines = errors[0].splitlines()
+    assert lines[0] == "2 pretrained files are missing:" and len(lines) == 3
+    assert "gvc.pretrain.pth: pretrained file not found" in lines[1] and "--finetune PATH" in lines[1]
+    assert "voc.pth: pretrained file not found" in lines[2] and "train.vocoder=null" in lines[2]
+
+
 def test_preprocessing_names_its_own_flag_and_the_offline_backend(tmp_path, capsys):
     from prepare import preprocess_hubert, preprocess_speaker
 
