@@ -141,14 +141,14 @@ def main(argv=None) -> int:
          *speaker_args],
         out, "5. speaker")
     run([py, prep / "preprocess_speaker_ave.py", f"{d}/speaker/", f"{d}/singer"], out, "6. singer mean")
-    run([py, prep / "preprocess_train.py", "--valid", "2"], out, "8. training index")
+    run([py, prep / "preprocess_train.py", "--valid", "2", "--valid_share", "0.25"], out, "8. training index")
     check = run([py, prep / "preprocess_zzz.py", "--json", "check.json"], out, "9. check")
     print(check.stdout, end="")
 
     # train for a time budget (the trainer saves and stops on SIGTERM as on Ctrl-C); a rerun continues training
     trainer = [py, REPO / "gvc_trainer.py", "-c", REPO / "configs" / "tiny.yaml", "-c",
                REPO / "configs" / "demo.yaml"] + (["--device", args.device] if args.device else [])
-    if list_checkpoints(out):
+    if list_checkpoints(out):  # a fresh run would refuse a log folder holding another run's checkpoints
         say(f"continuing the training in {out / 'logs'} (delete that folder to start over)")
         trainer += ["-p", latest_checkpoint(out)]
     train_for(trainer, out, args.train_minutes)
@@ -180,9 +180,11 @@ def main(argv=None) -> int:
     print_metrics([rows[name] for name in named], list(named), singer, song)
     level = wav_level(converted)
     say(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
-    pitch_wav = converted.with_name(converted.stem + "_pitch.wav")
-    say(f"converted song:   {converted}  ({level}; mel: {converted.with_name(converted.stem + '.mel.png')}"
-        + (f", F0 check: {pitch_wav}" if pitch_wav.is_file() else "") + ")")
+    from gvc_inference import companion_paths
+
+    beside = [f"{what}: {path}" for what, path in zip(("F0 check", "mel"), companion_paths(converted))
+              if path.is_file()]  # only files the conversion wrote
+    say(f"converted song:   {converted}  ({level}" + (f"; {', '.join(beside)}" if beside else "") + ")")
     say(f"metrics:          {out / 'eval.json'}")
     say(f"dataset check:    {out / 'check.json'}, F0 histograms in {out / 'data_gvc' / 'check'}")
     say(f"training logs:    tensorboard --logdir {out / 'logs'}")

@@ -17,7 +17,7 @@ import torch
 
 from common.checkpoint import CheckpointError, load_state_report
 from common.config import BASE_CONFIG, ConfigError, apply_overlays, config_from_dict, load_config, to_dict, validate
-from common.io import save_torch
+from common.io import DiskFullError, save_torch
 from grad.checkpoint import check_model_kind, read_gvc_checkpoint
 from grad.model import GradSVC
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         export_checkpoint(args.checkpoint_path, args.out, args.config)
-    except (CheckpointError, ConfigError) as exc:
+    except (CheckpointError, ConfigError, DiskFullError) as exc:
         log.error("%s", exc)
         return 2
     return 0

@@ -28,6 +28,7 @@ from common.audio import AudioError, list_audio, load_audio, write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError
 from common.features import FeatureError, read_vec
+from common.io import DiskFullError
 from common.levels import conversion_warnings
 from common.runtime import default_device, drop_primitive_cache, release_memory, tune_allocator
 from grad.samplers import NoiseSource
@@ -305,13 +306,23 @@ class Converter:
                           batch=self.batch, progress=bar.update)
 
     def pitch_wav(self, f0: np.ndarray, seed: int | None = None) -> np.ndarray:
-        """The F0 check wav the original writes (the vocoder's harmonic source alone), int16 at 32 kHz."""
+        """The F0 check wav the original writes (the vocoder's harmonic source alone), int16 at 32 kHz. Written
+        whatever the vocoder: the NSF source has no learnt weights (its merge weights are fixed constants), so
+        without the NSF-BigVGAN file the same source is built alone."""
+        from bigvgan.model import GeneratorConfig, source_wav
+        from bigvgan.nsf import HarmonicSource
+
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
-        from bigvgan.model import pitch_wav
-
+        if self.vocoder_kind == "bigvgan":
+            source, hop = self._bigvgan().m_source, self._bigvgan().hop_length
+        else:
+            gcfg = GeneratorConfig.from_data_config(self.cfg.data)
+            source = HarmonicSource(gcfg.sampling_rate, gcfg.harmonic_num, gcfg.sine_amp, gcfg.noise_std,
+                                    gcfg.voiced_threshold).to(self.device)
+            hop = gcfg.hop_length
         # in windows: the whole-song excitation held gigabytes for a few minutes of song (the same samples)
-        out = pitch_wav(self._bigvgan(), torch.from_numpy(f0).float(), gen, chunk=self.cfg.infer.vocoder_chunk)
+        out = source_wav(source, hop, torch.from_numpy(f0).float(), gen, self.cfg.infer.vocoder_chunk, self.device)
         release_memory()
         return out
 
@@ -416,7 +427,7 @@ class _BatchNoise(NoiseSource):
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Grad-SVC conversion")
-    ap.add_argument("--config", default=None, help="config overlay; our checkpoints carry their own config")
+    ap.add_argument("-c", "--config", default=None, help="config overlay; our checkpoints carry their own config")
     ap.add_argument("--model", required=True, help="gvc.pth, the official gvc.pretrain.pth or a training checkpoint")
     ap.add_argument("--spk", required=True, nargs="+", help="target singer .spk.npy (several: a mix)")
     ap.add_argument("--spk_weights", type=float, nargs="+", default=None, help="mixing weights of --spk files")
@@ -512,6 +523,22 @@ def folder_jobs(wave: Path, out_root: Path, png: bool, extra: dict) -> list:
     return jobs
 
 
+def check_pretrained(args) -> None:
+    """Every pretrained file this run needs, before any is loaded: all the missing ones in one error, each with the
+    flag that gives its path and the offline alternative."""
+    from bigvgan.model import DEFAULT_CHECKPOINT as BIGVGAN_FILE
+    from common.checkpoint import Pretrained, require_pretrained
+    from hubert.model import DEFAULT_CHECKPOINT as HUBERT_FILE
+
+    files = [Pretrained(args.model, "gvc", "--model")]
+    if args.vec is None or Path(args.wave).is_dir():
+        files.append(Pretrained(args.hubert_model or HUBERT_FILE, "hubert", "--hubert_model"))
+    if args.vocoder == "bigvgan":
+        files.append(Pretrained(args.vocoder_model or BIGVGAN_FILE, "bigvgan", "--vocoder_model",
+                                "--vocoder world or --vocoder griffinlim (no download)"))
+    require_pretrained(files)
+
+
 def make_converter(args) -> Converter:
     return Converter(args.model, args.config, args.device, args.vocoder, args.vocoder_model, args.hubert_model,
                      args.f0_method, args.half, args.batch, f0_fix=getattr(args, "f0_fix", None))
@@ -530,6 +557,7 @@ def _convert_job(job, state) -> None:
 
 
 def run(args) -> int:
+    check_pretrained(args)
     converter = make_converter(args)
     log_rss("load")
     cfg = converter.cfg
@@ -562,7 +590,7 @@ def run(args) -> int:
     if out.is_dir():
         raise InferenceError(f"{out}: --out names a folder; give the output wav's path")
     conv = converter.convert(str(wave), spk, args.vec, args.pit, **opts)
-    pitch_wav = converter.pitch_wav(conv.f0, args.seed) if args.vocoder == "bigvgan" else None
+    pitch_wav = converter.pitch_wav(conv.f0, args.seed)
     log_rss("pitch_wav")
     write_outputs(conv, out, sr, pitch_wav, not args.no_png)
     label = "Griffin-Lim PREVIEW" if conv.vocoder == "griffinlim" else conv.vocoder
@@ -577,7 +605,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (AudioError, InferenceError, FeatureError, CheckpointError, ConfigError) as exc:
+    except (AudioError, InferenceError, FeatureError, CheckpointError, ConfigError, DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

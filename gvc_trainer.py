@@ -36,10 +36,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common.checkpoint import CheckpointError, load_checkpoint, load_state_report
+from common.checkpoint import CheckpointError, Pretrained, load_checkpoint, load_state_report, require_pretrained
 from common.config import BASE_CONFIG, ConfigError, apply_overlays, config_from_dict, load_config, to_dict
 from common.features import FeatureError
-from common.io import save_torch
+from common.io import DiskFullError, save_torch
 from common.runtime import default_device, tune_allocator
 from grad.checkpoint import check_model_kind, read_gvc_checkpoint
 from grad.data import EpochSampler, EpochTagged, SVCDataset, check_filelist, collate
@@ -234,8 +234,8 @@ def check_data(cfg: DictConfig, env: DistEnv) -> None:
     """Rank 0 checks both filelists; any problem stops every rank with the list (exit 2)."""
     problems: list[str] = []
     if env.is_main:
-        for path in (cfg.train.train_files, cfg.train.valid_files):
-            problems += check_filelist(path, cfg)
+        problems += check_filelist(cfg.train.train_files, cfg)
+        problems += check_filelist(cfg.train.valid_files, cfg, allow_empty=True)  # no validation then (a warning)
     if env.active:
         flag = torch.tensor([len(problems)], dtype=torch.long)
         dist.broadcast(flag, 0)
@@ -430,6 +430,26 @@ def list_checkpoints(log_dir: Path) -> list[Path]:
     """Our checkpoints in ``log_dir``, oldest first."""
     found = [(checkpoint_order(p), p) for p in Path(log_dir).glob(f"{CHECKPOINT_PREFIX}_*.pt")]
     return [p for key, p in sorted((k, p) for k, p in found if k is not None)]
+
+
+def refuse_other_run(log_dir: Path) -> None:
+    """A fresh run into a log folder that holds another run's checkpoints would overwrite them (``grad_svc_1.pt``)
+    and mix the TensorBoard logs: ``ConfigError`` naming ``-n NAME`` and ``-p``."""
+    found = list_checkpoints(log_dir)
+    if found:
+        raise ConfigError(f"{log_dir}: holds another run's checkpoints (latest {found[-1].name}); start a new run "
+                          f"with -n NAME (logs go to {log_dir.parent / 'NAME'}) or resume that one with -p {found[-1]}")
+
+
+def check_pretrained(cfg: DictConfig, resume: dict | None) -> None:
+    """The fine-tuning start and the validation vocoder, before any work: all missing files named at once."""
+    files = []
+    if cfg.train.pretrain and resume is None:
+        files.append(Pretrained(cfg.train.pretrain, "gvc", "--finetune PATH (or train.pretrain=PATH)"))
+    if cfg.train.vocoder:
+        files.append(Pretrained(cfg.train.vocoder, "bigvgan", "train.vocoder=PATH",
+                                "train.vocoder=null (validation without audio)"))
+    require_pretrained(files)
 
 
 def save_checkpoint(state: TrainState) -> Path | None:
@@ -843,6 +863,9 @@ def main(argv: list[str] | None = None) -> int:
         with stop_on_signals(state_ref):
             resume = read_resume(args.checkpoint_path) if args.checkpoint_path else None
             cfg = build_config(args, resume)
+            if resume is None:
+                refuse_other_run(Path(cfg.train.log_dir))
+            check_pretrained(cfg, resume)
             handler = setup_logging(env, Path(cfg.train.log_dir))
             log.info("device %s, precision %s, %d rank(s), log dir %s", device, cfg.train.precision, env.world_size,
                      cfg.train.log_dir)
@@ -851,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
             state = build_state(cfg, env, device, resume, "train.learning_rate" in args.explicit_keys)
             state_ref.append(state)
             return train(state, args.max_steps)
-    except (ConfigError, FeatureError, CheckpointError, DataProblems) as exc:
+    except (ConfigError, FeatureError, CheckpointError, DataProblems, DiskFullError) as exc:
         log.error("%s", exc)
         return EXIT_DATA
     except KeyboardInterrupt:

@@ -375,10 +375,16 @@ def pitch_wav(generator: Generator, f0: torch.Tensor, noise_generator: torch.Gen
     ``HarmonicSource.sines_piece``), in memory that does not grow with the song (the whole-song call holds a dozen
     ``(320 T, 11)`` tensors: gigabytes for a few minutes).
     """
+    device = next(generator.parameters()).device
+    return source_wav(generator.m_source, generator.hop_length, f0, noise_generator, chunk, device)
+
+
+def source_wav(source: HarmonicSource, hop: int, f0: torch.Tensor, noise_generator: torch.Generator | None = None,
+               chunk: int = 2400, device: torch.device | str = "cpu") -> np.ndarray:
+    """``pitch_wav`` from the NSF source alone (it has no learnt weights: its merge weights are fixed constants), so
+    the F0 check wav needs no NSF-BigVGAN file; ``hop`` samples per F0 frame, the source on ``device``."""
     if f0.dim() != 1:
         raise ValueError(f"pitch_wav expects f0 (T,), got {tuple(f0.shape)}")
-    source, hop = generator.m_source, generator.hop_length
-    device = next(generator.parameters()).device
     f0 = f0.to(device=device, dtype=torch.float32)
     gen_device = noise_generator.device if noise_generator is not None else None
     # draw_noise's order: the initial phases, then the noise sample after sample (whole-song draws of 320 x 11

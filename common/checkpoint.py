@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,16 +30,41 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or of the wrong format (one line, names the file)."""
 
 
-def require_file(path: str | Path, kind: str | None = None) -> Path:
-    """Return ``path`` if it is a file, else raise ``CheckpointError`` naming it and where to get it."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    where = ""
-    if kind in PRETRAINED_SOURCES:
-        default, url = PRETRAINED_SOURCES[kind]
-        where = f"; download it from {url} and put it at {default} (or pass its path)"
-    raise CheckpointError(f"{p}: pretrained file not found{where}")
+@dataclass(frozen=True)
+class Pretrained:
+    """A pretrained file a command needs: its path, its ``PRETRAINED_SOURCES`` kind, the command's flag that
+    overrides the path (flags differ from script to script) and the offline alternative, if there is one."""
+
+    path: str | Path
+    kind: str | None = None
+    flag: str | None = None
+    offline: str | None = None
+
+    def missing_line(self) -> str:
+        """One line: the path, where to get the file, the flag, the offline alternative."""
+        where = ""
+        if self.kind in PRETRAINED_SOURCES:
+            default, url = PRETRAINED_SOURCES[self.kind]
+            where = f"; download it from {url} and put it at {default}"
+        how = f", or give its path with {self.flag}" if self.flag else " (or pass its path)" if where else ""
+        offline = f"; offline alternative: {self.offline}" if self.offline else ""
+        return f"{self.path}: pretrained file not found{where}{how}{offline}"
+
+
+def require_pretrained(files: Iterable[Pretrained]) -> None:
+    """Check every file before any is loaded: a ``CheckpointError`` naming all the missing ones, one line each
+    (a single missing file is a one-line message), so a user fixes them in one go, not one per run."""
+    lines = [f.missing_line() for f in files if not Path(f.path).is_file()]
+    if len(lines) == 1:
+        raise CheckpointError(lines[0])
+    if lines:
+        raise CheckpointError(f"{len(lines)} pretrained files are missing:\n" + "\n".join(f"  {x}" for x in lines))
+
+
+def require_file(path: str | Path, kind: str | None = None, flag: str | None = None) -> Path:
+    """Return ``path`` if it is a file, else raise ``CheckpointError`` naming it, where to get it and ``flag``."""
+    require_pretrained([Pretrained(path, kind, flag)])
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None, weights_only: bool = True) -> object:

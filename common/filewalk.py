@@ -2,7 +2,8 @@
 
 Progress bar, ``workers`` processes (each loads its models once through ``init``), resumable (jobs whose outputs
 all exist are skipped; outputs are written atomically so an existing file is complete), and a summary naming each
-failed file with its reason. One bad file never stops the others.
+failed file with its reason. One bad file never stops the others; a full disk stops the loop (every later file
+would fail the same way).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from common.io import DiskFullError
 from common.runtime import tune_allocator
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,12 @@ class Summary:
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     interrupted: bool = False  # Ctrl-C: the jobs not started were left for the next run
+    disk_full: str | None = None  # "no space left on device (<path>)": the loop stopped there
+    not_started: int = 0  # jobs left undone when the loop stopped early (disk full)
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.interrupted
+        return not self.failed and not self.interrupted and self.disk_full is None
 
     def report(self, what: str, stream=None) -> None:
         stream = stream or sys.stderr
@@ -53,6 +57,9 @@ class Summary:
               file=stream)
         for src, reason in self.failed:
             print(f"  FAILED {src}: {reason}", file=stream)
+        if self.disk_full is not None:
+            print(f"{what}: stopped: {self.disk_full}; {self.not_started} files not started. Free some space and "
+                  "run the same command again: it goes on where this run stopped", file=stream)
         if self.interrupted:
             print(f"{what}: interrupted; the same command goes on where this run stopped", file=stream)
 
@@ -80,10 +87,13 @@ def _init_worker(init: Callable[..., Any] | None, init_args: tuple, threads: int
         sys.modules["torch"].set_num_threads(threads)
 
 
-def _run_one(work: Callable[[Job, Any], None], job: Job) -> tuple[str, str | None]:
+def _run_one(work: Callable[[Job, Any], None], job: Job) -> tuple[str, str | None, bool]:
+    """(source, None or the failure's one line, whether the disk is full)."""
     try:
         work(job, _STATE.get("state"))
-        return str(job.src), None
+        return str(job.src), None, False
+    except DiskFullError as exc:
+        return str(job.src), str(exc), True
     except Exception as exc:  # noqa: BLE001 - every failure is reported per file, the loop goes on
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         if not isinstance(exc, (ValueError, OSError, RuntimeError)):
@@ -92,7 +102,7 @@ def _run_one(work: Callable[[Job, Any], None], job: Job) -> tuple[str, str | Non
         if msg.startswith(src + ": "):  # AudioError etc. already name the file
             msg = msg[len(src) + 2:]
         log.debug("failed %s", src, exc_info=True)
-        return src, msg
+        return src, msg, False
 
 
 def run_jobs(
@@ -127,10 +137,13 @@ def run_jobs(
             else:
                 state = init(*init_args) if init is not None and todo else None
             _STATE["state"] = state
-            for job in todo:
-                src, err = _run_one(work, job)
-                _record(summary, src, err)
+            for i, job in enumerate(todo):
+                src, err, full = _run_one(work, job)
+                _record(summary, src, err, full)
                 bar.update(1)
+                if full:
+                    summary.not_started = len(todo) - i - 1
+                    break
         except KeyboardInterrupt:  # the file being written is discarded (atomic writes); the rest is left
             summary.interrupted = True
     else:
@@ -143,10 +156,22 @@ def run_jobs(
         futures = []
         try:
             futures.extend(pool.submit(_run_one, work, job) for job in todo)
+            recorded = set()
             for fut in as_completed(futures):
-                src, err = fut.result()
-                _record(summary, src, err)
+                recorded.add(fut)
+                src, err, full = fut.result()
+                _record(summary, src, err, full)
                 bar.update(1)
+                if full:  # queued files never start; the workers finish the file they are on
+                    for other in futures:
+                        other.cancel()
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    for other in futures:  # the files that were in progress then
+                        if other not in recorded and not other.cancelled():
+                            _record(summary, *other.result())
+                            bar.update(1)
+                    summary.not_started = sum(other.cancelled() for other in futures)
+                    break
         except KeyboardInterrupt:
             summary.interrupted = True
             for fut in futures:  # queued files never start
@@ -174,12 +199,14 @@ def _shutdown_ignoring_sigint(pool: ProcessPoolExecutor) -> None:
             signal.signal(signal.SIGINT, previous)
 
 
-def _record(summary: Summary, src: str, err: str | None) -> None:
+def _record(summary: Summary, src: str, err: str | None, disk_full: bool = False) -> None:
     if err is None:
         summary.processed += 1
     else:
         summary.failed.append((src, err))
         log.debug("failed %s: %s", src, err)
+        if disk_full and summary.disk_full is None:
+            summary.disk_full = err
 
 
 def mirror_path(src: Path, src_root: Path, dst_root: Path, suffix: str) -> Path:

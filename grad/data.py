@@ -195,8 +195,9 @@ class EpochTagged(Sampler[tuple[int, int]]):
         return len(self.sampler)
 
 
-def check_filelist(path: str | Path, cfg: DictConfig) -> list[str]:
+def check_filelist(path: str | Path, cfg: DictConfig, allow_empty: bool = False) -> list[str]:
     """Problems of every item of the filelist ``path`` (empty list = usable), each one line naming its file.
+    ``allow_empty``: a file without items is usable (a validation list of a set too small to hold any clip out).
 
     Checks: the filelist exists and has lines ``mel|vec|pit|spk``; every file exists and reads; dims
     (mel ``[n_mels, T]``, units ``[T, n_vecs]``, F0 ``[T]``, speaker ``[n_spks]``); no NaN / infinity, no negative F0;
@@ -208,7 +209,7 @@ def check_filelist(path: str | Path, cfg: DictConfig) -> list[str]:
     except FeatureError as exc:
         return [str(exc)]
     if not items:
-        return [f"{path}: filelist has no items"]
+        return [] if allow_empty else [f"{path}: filelist has no items"]
     if cfg.grad.n_vecs != cfg.grad.n_spks:
         # common.features checks units and speaker vectors against one dimension
         raise ValueError(f"config: grad.n_vecs ({cfg.grad.n_vecs}) != grad.n_spks ({cfg.grad.n_spks}) is unsupported")

@@ -11,8 +11,8 @@ import logging
 import sys
 
 from common.audio import MIN_FEATURE_SECONDS, AudioError, load_audio
-from common.checkpoint import CheckpointError
-from common.io import check_output_path, save_npy
+from common.checkpoint import CheckpointError, Pretrained, require_pretrained
+from common.io import DiskFullError, check_output_path, save_npy
 from common.runtime import default_device, tune_allocator
 from hubert.model import DEFAULT_CHECKPOINT, HOP, SAMPLE_RATE, compute_units, load_hubert
 
@@ -36,12 +36,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_output_path(args.vec)
         wav = load_audio(args.wav, SAMPLE_RATE, min_seconds=MIN_FEATURE_SECONDS)
+        require_pretrained([Pretrained(args.model, "hubert", "--model")])
         model = load_hubert(args.model, device=device)
     except (CheckpointError, AudioError, IsADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     units = compute_units(model, wav, device=device)
-    save_npy(args.vec, units)
+    try:
+        save_npy(args.vec, units)
+    except DiskFullError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     print(f"{args.vec}: units {units.shape[0]} x {units.shape[1]} ({units.shape[0] / (SAMPLE_RATE / HOP):.2f} s)")
 
 

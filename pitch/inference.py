@@ -15,7 +15,7 @@ import sys
 
 from common.audio import AudioError, load_audio
 from common.config import ConfigError, load_config
-from common.io import check_output_path
+from common.io import DiskFullError, check_output_path
 from common.runtime import default_device, tune_allocator
 from pitch.csv_io import save_csv_pitch
 from pitch.f0 import F0_FIXES, METHODS, SAMPLE_RATE, apply_f0_fix, compute_f0
@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     except AudioError as exc:
         sys.exit(f"error: {exc}")
     f0 = apply_f0_fix(compute_f0(wav, SAMPLE_RATE, method=method, device=device), args.f0_fix)
-    save_csv_pitch(args.pit, f0)
+    try:
+        save_csv_pitch(args.pit, f0)
+    except DiskFullError as exc:
+        sys.exit(f"error: {exc}")
     voiced = int((f0 > 0).sum())
     print(f"{args.pit}: {len(f0)} frames ({voiced} voiced), method {method}")
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from common.audio import MIN_FEATURE_SECONDS, load_audio
-from common.checkpoint import CheckpointError
+from common.checkpoint import CheckpointError, Pretrained, require_pretrained
 from common.filewalk import Job, finish, mirror_path, require_folder, run_jobs
 from common.io import save_npy
 from common.runtime import default_device
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     wav_root, vec_root = Path(args.wav), Path(args.vec)
     device = default_device(args.device)
     try:  # a missing or unusable checkpoint is one line here, before any file (workers load their own copy)
+        require_pretrained([Pretrained(args.model, "hubert", "--model")])
         model = load_hubert(args.model, device=device)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)

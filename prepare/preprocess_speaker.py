@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 from common.audio import load_audio
-from common.checkpoint import CheckpointError
+from common.checkpoint import CheckpointError, Pretrained, require_pretrained
 from common.config import ConfigError, load_config
 from common.filewalk import Job, finish, mirror_path, require_folder, resolve_workers, run_jobs, setup_cli_logging
 from common.io import save_npy
 from common.runtime import default_device
 from speaker.backends import SAMPLE_RATE, add_encoder_args, check_backend, load_speaker_backend, write_backend_tag
+from speaker.lstm import DEFAULT_CHECKPOINT as LSTM_FILE
 
 
 def embed_file(job: Job, backend) -> None:
@@ -57,9 +58,13 @@ def main(argv=None) -> int:
     workers = resolve_workers(args.thread_count)
     # load once here, before any work, so a missing or bad checkpoint stops the command with one line
     try:
+        if name == "lstm":
+            require_pretrained([Pretrained(args.checkpoint or LSTM_FILE, "speaker", "--checkpoint",
+                                           "--backend resemblyzer (no download)")])
         backend = load_speaker_backend(name, args.checkpoint, device)
     except (CheckpointError, ValueError, OSError) as exc:
-        hint = "; or use --backend resemblyzer, which needs no download" if name == "lstm" else ""
+        hint = "; or use --backend resemblyzer, which needs no download" if (
+            name == "lstm" and "resemblyzer" not in str(exc)) else ""
         print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
     out_root.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,8 @@ STRAY_HZ = 900.0  # voiced frames this high are almost always a tracker's octave
 MAX_LISTED_FILES = 5  # files named per singer on screen (the JSON lists them all)
 
 
-def check_filelists(paths: list[Path], n_mels: int, dim: int) -> tuple[list[str], dict]:
+def check_filelists(paths: list[Path], n_mels: int, dim: int, allow_empty: tuple[Path, ...] = ()
+                    ) -> tuple[list[str], dict]:
     problems: list[str] = []
     from pitch.f0 import octave_outliers
 
@@ -48,7 +49,7 @@ def check_filelists(paths: list[Path], n_mels: int, dim: int) -> tuple[list[str]
         except FeatureError as exc:
             problems.append(str(exc))
             continue
-        if not items:
+        if not items and path not in allow_empty:
             problems.append(f"{path}: empty filelist")
         for item in tqdm(items, desc=f"check {path.name}", unit="item", disable=None):
             item_problems, t_mel = check_item(item, n_mels, dim)
@@ -229,7 +230,7 @@ def main(argv=None) -> int:
         print(f"error: {args.songs}: --songs folder or file not found", file=sys.stderr)
         return 2
     lists = [Path(args.files) / "train.txt", Path(args.files) / "valid.txt"]
-    problems, stats = check_filelists(lists, cfg.grad.n_mels, cfg.grad.n_vecs)
+    problems, stats = check_filelists(lists, cfg.grad.n_mels, cfg.grad.n_vecs, allow_empty=(lists[1],))
     problems += unindexed(Path(args.data), lists)
     summary = report(stats, cfg.data.sampling_rate / cfg.data.hop_length)
     for singer, a in singer_audio_stats(Path(args.data)).items():
@@ -244,6 +245,9 @@ def main(argv=None) -> int:
         print(f"F0 histograms: {', '.join(str(p) for p in plots)}")
     songs_range = song_f0_range(Path(args.songs), cfg.data.f0_method) if args.songs else None
     warns = warnings_for(summary, songs_range)
+    if lists[1].is_file() and not lists[1].read_text(encoding="utf-8").strip():
+        warns.append(f"{lists[1]}: no validation items (too few clips per singer to hold one out under "
+                     "preprocess_train.py's --valid_share): training runs without validation")
     for w in warns:
         print(f"WARNING {w}")
     if args.json:  # atomic, its folder made if needed

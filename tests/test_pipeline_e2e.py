@@ -36,7 +36,7 @@ def test_numbered_pipeline_builds_the_whole_tree(tmp_path):
     step(tmp_path, p / "preprocess_hubert.py", "-w", "data_gvc/waves-16k/", "-v", "data_gvc/hubert", "--model", hubert)
     step(tmp_path, p / "preprocess_speaker.py", "data_gvc/waves-16k/", "data_gvc/speaker", "--backend", "resemblyzer")
     step(tmp_path, p / "preprocess_speaker_ave.py", "data_gvc/speaker/", "data_gvc/singer")
-    step(tmp_path, p / "preprocess_train.py", "--valid", "1")
+    step(tmp_path, p / "preprocess_train.py", "--valid", "1", "--valid_share", "0.5")
     check = step(tmp_path, p / "preprocess_zzz.py")
     assert "feature set OK" in check.stdout and "kal:" in check.stdout
 

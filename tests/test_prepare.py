@@ -96,7 +96,8 @@ def test_mel_index_and_check(tmp_path):
         np.save(data / "speaker" / singer / f"{name}.spk.npy", np.full(256, 0.1, np.float32))
         if (singer, name) != ("slt", "march"):
             np.save(data / "pitch" / singer / f"{name}.pit.npy", np.full(t + 3, 200.0))
-    res = run("prepare/preprocess_train.py", "--data", data, "--out", tmp_path / "files", "--valid", 1)
+    res = run("prepare/preprocess_train.py", "--data", data, "--out", tmp_path / "files", "--valid", 1,
+              "--valid_share", 0.5)
     assert res.returncode == 0, res.stderr
     assert "march.pit.npy" in res.stderr  # the incomplete item is named
     train = read_filelist(tmp_path / "files" / "train.txt")
