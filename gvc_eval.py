@@ -324,6 +324,12 @@ def main(argv=None) -> int:
             if path and not Path(path).exists():
                 raise ValueError(f"{path}: {flag} file or folder not found")
         if target is not None or source_spk is not None or args.source:
+            if args.backend == "lstm":  # a missing file names this script's flag and the offline alternative
+                from common.checkpoint import Pretrained, require_pretrained
+                from speaker.lstm import DEFAULT_CHECKPOINT
+
+                require_pretrained([Pretrained(args.checkpoint or DEFAULT_CHECKPOINT, "speaker", "--checkpoint",
+                                               "--backend resemblyzer (no download)")])
             ev.backend  # noqa: B018 - load the speaker encoder once, before any file (a bad checkpoint: one line)
         rows, failed = [], []
         for f in files:

@@ -96,6 +96,16 @@ def test_preprocessing_names_its_own_flag_and_the_offline_backend(tmp_path, caps
     assert "give its path with --checkpoint" in err[0] and "offline alternative: --backend resemblyzer" in err[0]
 
 
+def test_evaluation_names_the_speaker_checkpoint_flag_and_the_offline_backend(tmp_path, capsys):
+    import gvc_eval
+
+    code = gvc_eval.main(["--converted", str(CORPUS_SONG), "--source", str(CORPUS_SONG), "--backend", "lstm",
+                          "--checkpoint", str(tmp_path / "no_lstm.pth.tar")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "no_lstm.pth.tar: pretrained file not found" in err[0], err
+    assert "give its path with --checkpoint" in err[0] and "offline alternative: --backend resemblyzer" in err[0]
+
+
 def test_pitch_wav_without_the_vocoder_file_is_the_nsf_source():
     """The F0 check wav needs no NSF-BigVGAN file: the same numbers as the generator's own pitch2wav for a seed."""
     from bigvgan.model import Generator
