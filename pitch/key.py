@@ -204,3 +204,21 @@ class AutoShift:
         k, reason = suggest_shift(f0, self.stats)
         log.info("%s: --shift auto for %s: %s", song, self.singer, reason)
         return k
+
+
+def _singer_name(spk_path: Path) -> str:
+    return stats_path(spk_path).name[: -len(STATS_SUFFIX)]
+
+
+def auto_shift(spk_paths: list[str | Path], weights: list[float] | None = None) -> AutoShift:
+    """``--shift auto`` for the singer of ``spk_paths`` (one ``.spk.npy``, or several mixed with ``weights`` as
+    ``--spk_weights``: :func:`mix_stats`). Raises :class:`KeyStatsError` for a singer without statistics."""
+    paths = [Path(p) for p in spk_paths]
+    w = list(weights) if weights else [1.0] * len(paths)
+    used = [(p, x) for p, x in zip(paths, w) if x > 0] if len(w) == len(paths) else list(zip(paths, w))
+    stats = [load_singer_stats(p) for p, _ in used]
+    if len(used) == 1:
+        return AutoShift(stats[0], _singer_name(used[0][0]))
+    total = sum(x for _, x in used)
+    label = " + ".join(f"{x / total:.2g} {_singer_name(p)}" for p, x in used)
+    return AutoShift(mix_stats(stats, [x for _, x in used]), f"the mix {label}")
