@@ -6,6 +6,10 @@ Every input comes from the vector file: arrays, and the call's parameters (steps
 its ``meta_json``, so another vector set in the same format is tested with its own values.
 """
 
+import copy
+import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +234,62 @@ def test_golden_gvc_solver_stub(path):
     assert_close(torch.stack(rec.x), g["out_est_in_x"], atol(path, "est_in_x", atol(path, "x", 5e-5)), "est_in_x")
     assert_close(np.array(rec.t), g["out_est_in_t"], 1e-7, "est_in_t")
     assert_close(torch.stack(rec.out), g["out_est_out"], atol(path, "est_out", 5e-4), "est_out")
+
+
+# ------------------------------------------------- the tests above read their inputs from the file, not constants
+def _derived_set(path: Path, folder: Path, arrays: dict, meta: dict) -> Path:
+    """Write a golden file beside a copy of its set's tolerances (same file name, so the same tolerances apply)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tolerances = path.parent / "tolerances.json"
+    if tolerances.is_file():
+        shutil.copy(tolerances, folder / tolerances.name)
+    out = folder / path.name
+    np.savez(out, meta_json=np.array(json.dumps(meta)), **arrays)
+    return out
+
+
+def _restate(meta: dict, pattern: str, value: float) -> dict:
+    """``meta`` with the number at ``{n}`` of ``pattern`` in its ``call`` text replaced by ``value``."""
+    meta = copy.deepcopy(meta)
+    head, tail = pattern.split("{n}")
+    regex = re.escape(head).replace(r"\ ", r"\s*") + r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?" + re.escape(tail)
+    meta["call"], count = re.subn(regex, f"{head}{value!r}{tail}", meta["call"])
+    assert count, (pattern, meta["call"])
+    return meta
+
+
+@pytest.mark.parametrize("path", golden_cases("gvc_unet", "v3"))
+def test_golden_unet_reads_the_scalar_time(path, model_for, tmp_path):
+    """A vector set whose 0-d time is another value: item 0 of this one with ``in_t_scalar = in_t[0]``, so its
+    ``out_est_scalar_t`` is the original's ``out_est[0]``. A test that passed a constant time fails on it."""
+    g, meta = load_golden(path)
+    item = {k: v[:1] for k, v in g.items() if v.ndim and k != "out_est_scalar_t"}
+    item["in_t_scalar"] = g["in_t"][0].copy()
+    item["out_est_scalar_t"] = g["out_est"][:1]
+    test_golden_gvc_unet(_derived_set(path, tmp_path / "t_scalar", item, meta), model_for)
+
+
+def _temperature_pattern(meta: dict) -> list[str]:
+    return [p for p in ("temperature={n}", "rature={n}", "in_noise_z / {n}")
+            if re.search(re.escape(p.split("{n}")[0]).replace(r"\ ", r"\s*") + r"-?\d", meta["call"])]
+
+
+@pytest.mark.parametrize("path", golden_cases("gvc_sampling") + golden_cases("gvc_solver_stub"))
+def test_golden_sampling_reads_the_temperature(path, model_for, tmp_path):
+    """A vector set made with twice the temperature and noise rescaled so the original's start state is the same
+    (V3 multiplies the noise by it, V2 divides; a power of two keeps every value exact): the outputs are this set's.
+    A test that passed a constant temperature fails on it."""
+    g, meta = load_golden(path)
+    temperature = 2.0 * (call_number(meta, "in_noise_z / {n}") if "in_noise_z / " in meta["call"]
+                         else float(call_arg(meta, ("temperature", "rature"))))
+    scale = 2.0 if meta["version"] == "v2" else 0.5
+    first = "in_noise_z" if meta["case_id"] == "gvc_solver_stub" else "in_noise_randn_like_0"
+    arrays = dict(g)
+    arrays[first] = g[first] * np.float32(scale)
+    for pattern in _temperature_pattern(meta):
+        meta = _restate(meta, pattern, temperature)
+    derived = _derived_set(path, tmp_path / "temperature", arrays, meta)
+    if meta["case_id"] == "gvc_solver_stub":
+        test_golden_gvc_solver_stub(derived)
+    else:
+        test_golden_gvc_sampling(derived, model_for)
