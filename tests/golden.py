@@ -1,4 +1,4 @@
-"""Golden-vector helpers shared by the parity tests (DESIGN.md §5).
+"""Golden-vector helpers shared by the parity tests (docs/conventions.md#golden-vectors).
 
 Vectors are read from ``$GVC_GOLDEN_DIR`` when set, else ``tests/fixtures/golden``; each test is parametrised over
 every ``.npz`` there whose ``meta_json.case_id`` matches, with the file name in the test id. Weights are rebuilt

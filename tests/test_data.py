@@ -73,8 +73,8 @@ def test_short_items_dropped_and_long_items_windowed(cfg, tmp_path):
 
 
 def test_training_crop_start_is_drawn_from_0_to_L_minus_use_minus_1(cfg, tmp_path):
-    """The original's random.randint(0, L - use - 1): the window never reaches the last aligned frame (issue 11
-    item 4). An item of L = 98 aligned frames cut to use = 96 starts at 0 or 1, never at 2."""
+    """The original's random.randint(0, L - use - 1): the window never reaches the last aligned frame
+    (docs/conventions.md#training-crop). An item of L = 98 aligned frames cut to use = 96 starts at 0 or 1, never 2."""
     rng = np.random.default_rng(2)
     line = write_item(tmp_path, "item", 100, np.ones(256) * 0.05, rng)
     (tmp_path / "list.txt").write_text(line + "\n")

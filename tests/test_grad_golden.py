@@ -119,7 +119,7 @@ def test_golden_gvc_encoder(path, model_for):
         mu2, mask2 = model.encode(vec, pit, spk, lengths)
         assert torch.equal(mu2, mu) and torch.equal(mask2, mask)
         # item 0 alone without padding: a different result where the batch padded it (the prenet norm sees the
-        # padding, pitfall 4)
+        # padding: docs/conventions.md#prenet-normalisation-sees-the-padding)
         n = int(lengths[0])
         mu_alone, _, _ = model.encoder(lengths[:1], vec[:1, :n].transpose(1, 2), pit_emb[:1, :n].transpose(1, 2),
                                        spk64[:1])
@@ -172,7 +172,8 @@ def test_golden_gvc_sampling(path, model_for):
     if v2:  # the ML sampler re-masks every step: the padded frames of the decoder output are 0
         np.testing.assert_array_equal(g["out_y_dec_full"][..., n:], 0.0)
         return
-    # V3: the padded decoder output keeps the unmasked start noise (pitfall 9); ours too, via encode + decode
+    # V3: the padded decoder output keeps the unmasked start noise (docs/conventions.md#v3-start-noise-is-not-masked);
+    # ours too, via encode + decode
     with torch.inference_mode():
         mu = torch.from_numpy(g["out_mu_x"])
         mask = torch.from_numpy(g["out_mask_x"])

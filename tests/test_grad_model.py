@@ -167,7 +167,7 @@ def test_tiny_config_builds_small(tiny_cfg, base):
 
 def test_fresh_prenet_projection_is_zero_so_mu_ignores_the_units(tiny_cfg):
     """As the original's ConvReluNorm: the prenet's output projection starts at zero (weight and bias), so before
-    any training mu depends on pitch and speaker only (issue 11 item 3)."""
+    any training mu depends on pitch and speaker only (docs/conventions.md#prenet-output-starts-at-zero)."""
     torch.manual_seed(5)
     model = GradSVC(tiny_cfg.grad).eval()
     state = model.state_dict()

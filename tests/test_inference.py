@@ -133,7 +133,8 @@ def test_windows_cover_every_frame_and_crossfades_sum_to_one():
         for s, e in ws:
             covered[s:e] = 1
             total[s:e] += crossfade_weights(s, e, n, 8)
-        assert covered.all() and np.allclose(total, 1.0), n  # the original lost the last frame (pitfall 3)
+        # the original lost the last frame (docs/conventions.md#window-plan)
+        assert covered.all() and np.allclose(total, 1.0), n
 
 
 def test_golden_inference_chunking():

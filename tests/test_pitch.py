@@ -100,7 +100,8 @@ def test_praat_frame_count_matches_praat():
             time_step=0.01, voicing_threshold=0.5, pitch_floor=30, pitch_ceiling=1000)
         assert praat_frame_count(n) == pitch.n_frames, n
     assert praat_frame_count(1599) == 0 and frame_count(0) == 12
-    assert frame_count(1760) == 13 and frame_count(1761) == 14  # Praat's float rounding, conventions.md §2
+    # Praat's float rounding (docs/conventions.md#pitch-files)
+    assert frame_count(1760) == 13 and frame_count(1761) == 14
 
 
 @pytest.mark.parametrize("n", [0, 1, 1599, 1600, 1760, 1761, 4321])
