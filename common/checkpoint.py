@@ -11,7 +11,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-# where the user gets each official file (the seed README's links)
+# where the user gets each official file (README.md, "Pretrained files")
 PRETRAINED_SOURCES = {
     "hubert": ("hubert_pretrain/hubert-soft-0d54a1f4.pt", "https://github.com/bshall/hubert/releases/tag/v0.1"),
     "speaker": (

@@ -1,4 +1,4 @@
-"""The feature files of ``data_gvc/`` and their conventions, in one place (reference/conventions.md §2-3).
+"""The feature files of ``data_gvc/`` and their conventions, in one place (docs/conventions.md#feature-files).
 
 | file | content |
 |---|---|

@@ -1,6 +1,6 @@
 """F0 extraction on the original's 10 ms grid: Praat (default, bit-exact with the original), CREPE, WORLD Harvest, FCPE.
 
-Frame grid (reference/conventions.md §2, ``*.pit.npy``): 16 kHz input, 100 frames/s. The original runs Praat's
+Frame grid (docs/conventions.md#pitch-files, ``*.pit.npy``): 16 kHz input, 100 frames/s. The original runs Praat's
 autocorrelation pitch (window 3 periods of the 30 Hz floor = 0.1 s, step 0.01 s), which yields
 ``praat_frame_count(N)`` frames centred on the signal, and pads 6 zero frames (1024 // 160) on both sides. Padded
 frame ``k`` therefore describes time ``(k - 1) * 10 ms`` (Praat centres its frames, so for its own values the true

@@ -2,7 +2,8 @@
 
     python prepare/preprocess_f0.py -w data_gvc/waves-16k/ -p data_gvc/pitch [-t 0] [--method praat] [--f0_fix none]
 
-Each ``.pit.npy`` is float64 ``[T]``, Hz per 10 ms frame rounded to 0.1 Hz, 0 = unvoiced (conventions.md §2).
+Each ``.pit.npy`` is float64 ``[T]``, Hz per 10 ms frame rounded to 0.1 Hz, 0 = unvoiced
+(docs/conventions.md#pitch-files).
 Resumable (existing outputs are skipped), atomic writes, one process per ``-t`` worker; failed files are listed at
 the end and the exit status is 1 if any failed.
 """

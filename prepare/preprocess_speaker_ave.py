@@ -13,7 +13,7 @@ unreadable or malformed file fails as a whole (listed in the summary, exit 1); t
 
 Deliberate difference from the original: the original script also OVERWRITES every per-file ``.spk.npy`` whose
 cosine similarity to the singer mean exceeds 0.85 with the mean itself, so the training speaker vectors are
-partly replaced (reference/conventions.md §2, pitfall 8). Here the per-file vectors are left untouched unless
+partly replaced (docs/conventions.md#singer-averages). Here the per-file vectors are left untouched unless
 ``--replace_close 0.85`` is given, which reproduces the original exactly (``cos > threshold``, torch's
 ``cosine_similarity``).
 """

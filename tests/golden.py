@@ -1,4 +1,4 @@
-"""Golden-vector helpers shared by the parity tests (DESIGN.md §5).
+"""Golden-vector helpers shared by the parity tests (docs/conventions.md#golden-vectors).
 
 Vectors are read from ``$GVC_GOLDEN_DIR`` when set, else ``tests/fixtures/golden``; each test is parametrised over
 every ``.npz`` there whose ``meta_json.case_id`` matches, with the file name in the test id. Weights are rebuilt
@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,6 +48,72 @@ def load_golden(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         arrays = {k: z[k] for k in z.files if k != "meta_json"}
         meta = json.loads(str(z["meta_json"]))
     return arrays, meta
+
+
+_NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_CALL_ARG = re.compile(rf"\b([A-Za-z_]\w*)\s*=\s*(True|False|{_NUMBER})(?![\w.-])")
+
+
+def _number(text: str) -> int | float | bool:
+    if text in ("True", "False"):
+        return text == "True"
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def call_args(meta: dict, field: str = "call") -> dict[str, int | float | bool]:
+    """The ``name=value`` arguments (numbers and booleans) that ``meta_json[field]`` records for the original call.
+
+    The shipped format states the call's parameters only in this text (e.g. ``n_timesteps=10, temperature=1.015``);
+    a name given twice (``rature=1.015`` then ``temperature=1.015``) must have one value.
+    """
+    found: dict[str, int | float | bool] = {}
+    for name, value in _CALL_ARG.findall(str(meta.get(field, ""))):
+        value = _number(value)
+        assert found.setdefault(name, value) == value, f"meta_json {field!r}: {name} given as {found[name]} and {value}"
+    return found
+
+
+def call_arg(meta: dict, names: str | tuple[str, ...], field: str = "call"):
+    """The first of ``names`` that ``meta_json[field]`` records (see ``call_args``); fails naming what is missing."""
+    names = (names,) if isinstance(names, str) else names
+    args = call_args(meta, field)
+    for name in names:
+        if name in args:
+            return args[name]
+    pytest.fail(f"golden {meta.get('case_id')} ({meta.get('version')}): meta_json {field!r} records no "
+                f"{' / '.join(names)}: {meta.get(field)!r}")
+
+
+def call_number(meta: dict, pattern: str, field: str = "call") -> float:
+    """A number that ``meta_json[field]`` states inside a formula: ``pattern`` is the literal text around it with
+    ``{n}`` in its place (e.g. ``"in_noise_z / {n}"``; a space matches any spacing); fails naming the pattern when
+    the text does not contain it."""
+    regex = re.escape(pattern).replace(re.escape("{n}"), f"({_NUMBER})").replace(r"\ ", r"\s*")
+    match = re.search(regex, str(meta.get(field, "")))
+    if not match:
+        pytest.fail(f"golden {meta.get('case_id')} ({meta.get('version')}): meta_json {field!r} does not state "
+                    f"{pattern!r}: {meta.get(field)!r}")
+    return float(match.group(1))
+
+
+def rng_draws(arrays: dict[str, np.ndarray], meta: dict, log: str = "rng_call_log") -> list[np.ndarray]:
+    """The noise tensors the original drew, in its draw order: ``meta_json[log]`` lists every patched call; the
+    k-th ``torch.<fn>`` call returned ``in_noise_<fn>_<k>`` (the shipped sampling files' naming)."""
+    counts: dict[str, int] = {}
+    out = []
+    for call in meta[log]:
+        fn = call["fn"].removeprefix("torch.")
+        k = counts[fn] = counts.get(fn, -1) + 1
+        name = f"in_noise_{fn}_{k}"
+        assert name in arrays, f"golden {meta.get('case_id')}: {log} draw {len(out)} ({call['fn']}) has no {name}"
+        assert list(arrays[name].shape) == list(call["shape"]), f"{name}: shape {arrays[name].shape} != {call}"
+        out.append(arrays[name])
+    return out
+
+
+def component_of(meta: dict) -> str:
+    """The manifest name (``gvc_v3``, ``hubert_soft``, ...) of a golden file's weights."""
+    return Path(meta["weights"]["manifest"]).stem
 
 
 @lru_cache(maxsize=1)

@@ -1,5 +1,5 @@
 """Small, consistent feature sets (``.mel.pt`` / ``.vec.npy`` / ``.pit.npy`` / ``.spk.npy`` + filelists) for the
-data, trainer and export tests. Frame counts follow reference/conventions.md §2 for an audio of ``n`` mel frames:
+data, trainer and export tests. Frame counts follow docs/conventions.md#feature-files for an audio of ``n`` mel frames:
 ``T_vec = n // 2``, ``T_pit = n + 3``."""
 
 from __future__ import annotations

@@ -22,7 +22,15 @@ from bigvgan.nwc import snake_alias_nwc
 from common.checkpoint import CheckpointError
 from common.config import load_config
 from common.mel import mel_spectrogram
-from golden import REFERENCE, assert_close, atol, golden_cases, load_golden, write_official_checkpoint
+from golden import (
+    REFERENCE,
+    assert_close,
+    atol,
+    component_of,
+    golden_cases,
+    load_golden,
+    write_official_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REFERENCE / "manifests" / "nsf_bigvgan_generator.json"
@@ -30,18 +38,30 @@ MANIFEST = REFERENCE / "manifests" / "nsf_bigvgan_generator.json"
 
 @pytest.fixture(scope="module")
 def recipe_files(tmp_path_factory):
-    """Official-format recipe checkpoints, written once per base seed."""
+    """``recipe_files(base_seed, component, prefix)``: an official-format recipe checkpoint, written once each."""
     folder = tmp_path_factory.mktemp("bigvgan_ckpt")
     cache = {}
 
-    def get(base_seed):
-        if base_seed not in cache:
-            cache[base_seed] = write_official_checkpoint(
-                "nsf_bigvgan_generator", folder / f"nsf_bigvgan_{base_seed}.pth", base_seed
-            )
-        return cache[base_seed]
+    def get(base_seed: int, component: str = "nsf_bigvgan_generator", prefix: str = ""):
+        key = (base_seed, component, prefix)
+        if key not in cache:
+            cache[key] = write_official_checkpoint(component, folder / f"{component}_{base_seed}_{len(cache)}.pth",
+                                                   base_seed, prefix)
+        return cache[key]
 
     return get
+
+
+def _golden_weights(recipe_files, meta):
+    """The checkpoint of a golden file's weights: its manifest, base seed and key prefix."""
+    w = meta["weights"]
+    return recipe_files(w["base_seed"], component_of(meta), w.get("key_prefix_in_file") or "")
+
+
+def _zero_draws(g):
+    """The zero-noise runs: the original's two draws (initial phases, additive sine noise) patched to zeros, of the
+    shapes the golden's provided-noise run has."""
+    return torch.zeros(g["in_rand_ini"].shape), torch.zeros(g["in_sine_noise"].shape)
 
 
 def _zero_noise(n_frames):
@@ -56,12 +76,12 @@ def _lsb(a, b):
 @pytest.mark.parametrize("path", golden_cases("bigvgan_generator"))
 def test_golden_bigvgan_generator(path, recipe_files):
     g, meta = load_golden(path)
-    model = load_bigvgan(recipe_files(meta["weights"]["base_seed"]), fold_weight_norm=False)  # as gvc_inference.py
+    model = load_bigvgan(_golden_weights(recipe_files, meta), fold_weight_norm=False)  # as gvc_inference.py
     assert any(name.endswith("weight_g") for name, _ in model.named_parameters())
     mel, f0 = torch.from_numpy(g["in_mel"]), torch.from_numpy(g["in_f0"])
     with torch.inference_mode():
-        out = model.forward_intermediates(mel, f0, _zero_noise(f0.shape[1]))
-        pitch_wav = model.pitch2wav(f0, _zero_noise(f0.shape[1]))
+        out = model.forward_intermediates(mel, f0, _zero_draws(g))
+        pitch_wav = model.pitch2wav(f0, _zero_draws(g))
         noisy = model.forward_intermediates(mel, f0, (torch.from_numpy(g["in_rand_ini"]),
                                                       torch.from_numpy(g["in_sine_noise"])))
     for name in ("har_source", "conv_pre_out", "conv_post_out", "audio"):
@@ -82,12 +102,12 @@ def test_golden_bigvgan_generator(path, recipe_files):
 @pytest.mark.parametrize("path", golden_cases("bigvgan_generator"))
 def test_golden_bigvgan_generator_weight_norm_folded(path, recipe_files):
     g, meta = load_golden(path)
-    model = load_bigvgan(recipe_files(meta["weights"]["base_seed"]))  # default: folded
+    model = load_bigvgan(_golden_weights(recipe_files, meta))  # default: folded
     names = [name for name, _ in model.named_parameters()]
     assert not any(n.endswith(("weight_g", "weight_v")) for n in names) and "conv_pre.weight" in names
     mel, f0 = torch.from_numpy(g["in_mel"]), torch.from_numpy(g["in_f0"])
     with torch.inference_mode():
-        audio = model(mel, f0, _zero_noise(f0.shape[1]))
+        audio = model(mel, f0, _zero_draws(g))
         noisy = model(mel, f0, (torch.from_numpy(g["in_rand_ini"]), torch.from_numpy(g["in_sine_noise"])))
     assert_close(audio.numpy(), g["out_audio"], atol(path, "audio", 2e-3), "audio (folded)")
     assert_close(noisy.numpy(), g["out_audio_provided_noise"], atol(path, "audio_provided_noise", 2e-3),

@@ -72,6 +72,30 @@ def test_short_items_dropped_and_long_items_windowed(cfg, tmp_path):
     assert len(starts) > 1
 
 
+def test_training_crop_start_is_drawn_from_0_to_L_minus_use_minus_1(cfg, tmp_path):
+    """The original's random.randint(0, L - use - 1): the window never reaches the last aligned frame
+    (docs/conventions.md#training-crop). An item of L = 98 aligned frames cut to use = 96 starts at 0 or 1, never 2."""
+    rng = np.random.default_rng(2)
+    line = write_item(tmp_path, "item", 100, np.ones(256) * 0.05, rng)
+    (tmp_path / "list.txt").write_text(line + "\n")
+    length = aligned_length(t_mel=100, t_vec=50, t_pit=103)
+    cfg.data.min_frames, cfg.data.max_frames = 60, length - 2
+    ds = SVCDataset(tmp_path / "list.txt", cfg, train=True)
+    whole = torch.load(tmp_path / "item.mel.pt", weights_only=True)
+    use = length - 2
+    starts = set()
+    for epoch in range(40):
+        ds.set_epoch(epoch)
+        mel = ds[0]["mel"]
+        start = next(s for s in range(length - use + 1) if torch.equal(mel, whole[:, s : s + use]))
+        starts.add(start)
+    assert starts == {0, 1}
+    # the draw itself over other lengths: L = use + 1 always starts at 0; L = use + 4 covers 0..3
+    for extra in (1, 4):
+        drawn = {ds.window_start(0, 50 + extra, 50, epoch) for epoch in range(200)}
+        assert drawn == set(range(extra)), (extra, drawn)
+
+
 def test_collate_pads_to_multiple_of_four(cfg, features):
     train, _ = features
     ds = SVCDataset(train, cfg, train=True)

@@ -165,6 +165,25 @@ def test_tiny_config_builds_small(tiny_cfg, base):
     assert model.encoder.prenet.proj.out_channels == tiny_cfg.grad.n_enc_channels
 
 
+def test_fresh_prenet_projection_is_zero_so_mu_ignores_the_units(tiny_cfg):
+    """As the original's ConvReluNorm: the prenet's output projection starts at zero (weight and bias), so before
+    any training mu depends on pitch and speaker only (docs/conventions.md#prenet-output-starts-at-zero)."""
+    torch.manual_seed(5)
+    model = GradSVC(tiny_cfg.grad).eval()
+    state = model.state_dict()
+    assert torch.count_nonzero(state["encoder.prenet.proj.weight"]) == 0
+    assert torch.count_nonzero(state["encoder.prenet.proj.bias"]) == 0
+    vec, pit, spk, lengths, _ = inputs()
+    other_vec, other_pit, other_spk, _, _ = inputs(seed=1)
+    with torch.inference_mode():
+        mu, _ = model.encode(vec, pit, spk, lengths)
+        mu_units, _ = model.encode(other_vec, pit, spk, lengths)
+        mu_pitch, _ = model.encode(vec, other_pit, spk, lengths)
+        mu_speaker, _ = model.encode(vec, pit, other_spk, lengths)
+    assert torch.equal(mu_units, mu)  # other units: the same mu
+    assert (mu_pitch - mu).abs().max() > 1e-3 and (mu_speaker - mu).abs().max() > 1e-3
+
+
 # ---------------------------------------------------------------------------------------------- loader
 
 

@@ -24,6 +24,7 @@ from golden import (
     assert_close,
     atol,
     cached_official_checkpoint,
+    component_of,
     fill_recipe,
     golden_cases,
     load_golden,
@@ -49,21 +50,23 @@ def _default_seed() -> int:
 def recipe_file():
     """``recipe_file(base_seed, prefix)`` -> path of an official-format file (flat state dict, ``prefix`` + key)."""
 
-    def get(base_seed: int, prefix: str) -> Path:
-        return cached_official_checkpoint("hubert_soft", base_seed, prefix)
+    def get(base_seed: int, prefix: str, component: str = "hubert_soft") -> Path:
+        return cached_official_checkpoint(component, base_seed, prefix)
 
     return get
 
 
 @pytest.fixture(scope="module")
 def models(recipe_file):
-    """``models(base_seed)`` -> ``HubertSoft`` loaded by ``load_hubert`` from the ``module.``-prefixed file."""
+    """``models(base_seed, prefix, component)`` -> ``HubertSoft`` loaded by ``load_hubert`` from the recipe file
+    (by default the ``module.``-prefixed one, as the official file may be)."""
     loaded = {}
 
-    def get(base_seed: int):
-        if base_seed not in loaded:
-            loaded[base_seed] = load_hubert(recipe_file(base_seed, "module."))
-        return loaded[base_seed]
+    def get(base_seed: int, prefix: str = "module.", component: str = "hubert_soft"):
+        key = (base_seed, prefix, component)
+        if key not in loaded:
+            loaded[key] = load_hubert(recipe_file(base_seed, prefix, component))
+        return loaded[key]
 
     return get
 
@@ -85,7 +88,8 @@ def _song(seconds: float, extra: int = 0, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("path", golden_cases("hubert_units"))
 def test_golden_hubert_units(path, models):
     g, meta = load_golden(path)
-    model = models(int(meta["weights"]["base_seed"]))
+    w = meta["weights"]  # the weights the golden was made with, in the file layout it was loaded from
+    model = models(int(w["base_seed"]), w.get("key_prefix_in_file") or "", component_of(meta))
     wav = torch.from_numpy(g["in_wav"])
     with torch.inference_mode():
         features = model.features(wav)
@@ -99,7 +103,7 @@ def test_golden_hubert_units(path, models):
         assert_close(compute_units(model, g["in_wav"][b, 0]), g["out_units"][b], atol(path, "units", 1e-4), "units")
     for n, frames in g["out_frame_counts"]:
         out = compute_units(model, np.zeros(int(n), np.float32))
-        assert out.shape == (frames, UNIT_DIM) and out.dtype == np.float32, f"N={n}"
+        assert out.shape == (frames, g["out_units"].shape[-1]) and out.dtype == np.float32, f"N={n}"
         assert np.isfinite(out).all()
 
 

@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from common.audio import load_audio
-from golden import cached_official_checkpoint
+from golden import cached_official_checkpoint, golden_dir
 from gvc_inference import (
     PositionalNoise,
     align,
@@ -133,7 +133,32 @@ def test_windows_cover_every_frame_and_crossfades_sum_to_one():
         for s, e in ws:
             covered[s:e] = 1
             total[s:e] += crossfade_weights(s, e, n, 8)
-        assert covered.all() and np.allclose(total, 1.0), n  # the original lost the last frame (pitfall 3)
+        # the original lost the last frame (docs/conventions.md#window-plan)
+        assert covered.all() and np.allclose(total, 1.0), n
+
+
+def test_golden_inference_chunking():
+    """The original's windows (``gvc_inference_chunking.json`` of the vector set: its ``main()`` run on a
+    pass-through model) are ours; where its loop then lost the last frame (or 8), ours keeps every frame."""
+    path = golden_dir() / "gvc_inference_chunking.json"
+    if not path.is_file():
+        pytest.skip(f"no {path}")
+    results = json.loads(path.read_text())["results"]
+    two = next((r["chunk_calls"] for r in results if len(r["chunk_calls"]) > 1), None)
+    if two is None:
+        pytest.skip(f"{path}: no input long enough for two windows, so the window size is not recorded")
+    # the first two windows are [0, chunk + context) and [chunk - context, ...)
+    end, start = two[0]["last_frame"] + 1, two[1]["first_frame"]
+    chunk, context = (end + start) // 2, (end - start) // 2
+    for r in results:
+        n = r["n_frames"]
+        theirs = [(c["first_frame"], c["last_frame"] + 1) for c in r["chunk_calls"]]
+        assert windows(n, chunk, context) == theirs, n
+        assert r["output_frames"] + len(r["missing_frames"]) == n, n  # what the original's cropping lost
+        total = np.zeros(n)
+        for s, e in theirs:
+            total[s:e] += crossfade_weights(s, e, n, context)
+        assert np.allclose(total, 1.0), n  # ours: every frame, weights summing to one
 
 
 def test_positional_noise_does_not_depend_on_the_window():

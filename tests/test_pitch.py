@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from common.audio import load_audio
-from golden import assert_close, atol, golden_cases, load_golden
+from golden import assert_close, atol, call_number, golden_cases, load_golden
 from pitch.csv_io import PitchCsvError, load_csv_pitch, save_csv_pitch, time_label
 from pitch.f0 import (
     METHODS,
@@ -54,13 +54,14 @@ def glide(seconds: float = 2.0, start: float = 0.4, stop: float = 1.6, noise: fl
 
 @pytest.mark.parametrize("path", golden_cases("pitch_f0"))
 def test_golden_pitch_f0(path, tmp_path):
-    g, _ = load_golden(path)
+    g, meta = load_golden(path)
+    rate = round(call_number(meta, "{n} kHz") * 1000)  # the rate of in_wav, as its meta_json states it
     # the library call on the samples, and the file path the CLIs take (float WAV read at 16 kHz)
-    f0 = compute_f0(g["in_wav"], SAMPLE_RATE, "praat")
+    f0 = compute_f0(g["in_wav"], rate, "praat")
     assert f0.dtype == np.float64
     assert_close(f0, g["out_f0_inference"], atol(path, "f0_inference", 5e-4), "f0_inference")
     wav_path = tmp_path / "in.wav"
-    sf.write(wav_path, g["in_wav"], SAMPLE_RATE, subtype="FLOAT")
+    sf.write(wav_path, g["in_wav"], rate, subtype="FLOAT")
     f0_file = compute_f0(load_audio(wav_path, sr=SAMPLE_RATE), SAMPLE_RATE, "praat")
     assert_close(f0_file, g["out_f0_inference"], atol(path, "f0_inference", 5e-4), "f0_inference (file)")
     # .pit.npy: 0.1 Hz rounding of the training features
@@ -99,7 +100,8 @@ def test_praat_frame_count_matches_praat():
             time_step=0.01, voicing_threshold=0.5, pitch_floor=30, pitch_ceiling=1000)
         assert praat_frame_count(n) == pitch.n_frames, n
     assert praat_frame_count(1599) == 0 and frame_count(0) == 12
-    assert frame_count(1760) == 13 and frame_count(1761) == 14  # Praat's float rounding, conventions.md §2
+    # Praat's float rounding (docs/conventions.md#pitch-files)
+    assert frame_count(1760) == 13 and frame_count(1761) == 14
 
 
 @pytest.mark.parametrize("n", [0, 1, 1599, 1600, 1760, 1761, 4321])

@@ -150,7 +150,8 @@ def test_heun_beats_euler_at_the_same_number_of_estimator_calls(sigma):
 
 
 def test_ml_batch_equals_items_alone():
-    """Pitfall 1 fixed: a batch of 3 gives each item's batch-1 result (same noise)."""
+    """The original V2 solver's batch failure fixed (docs/conventions.md#v2-sampler-and-batches): a batch of 3
+    gives each item's batch-1 result (same noise)."""
     b = 3
     m = M + torch.arange(b, dtype=torch.float64).view(b, 1, 1)
     mu = m + 0.5

@@ -14,8 +14,9 @@ import torch
 
 from common.audio import load_audio
 from common.checkpoint import CheckpointError
-from golden import assert_close, atol, golden_cases, load_golden, write_official_checkpoint
+from golden import assert_close, atol, component_of, golden_cases, load_golden, write_official_checkpoint
 from prepare import preprocess_speaker, preprocess_speaker_ave
+from speaker import frontend
 from speaker.backends import (
     SilentAudioError,
     check_backend,
@@ -52,21 +53,30 @@ def recipe_ckpt(tmp_path_factory):
 @pytest.mark.parametrize("path", golden_cases("speaker_lstm"))
 def test_golden_speaker_lstm(path, tmp_path):
     g, meta = load_golden(path)
-    ckpt = write_official_checkpoint(meta["weights"]["component"], tmp_path / "best_model.pth.tar",
-                                     meta["weights"]["base_seed"])
+    w = meta["weights"]
+    ckpt = write_official_checkpoint(component_of(meta), tmp_path / "best_model.pth.tar", w["base_seed"],
+                                     w.get("key_prefix_in_file") or "")
+    # our front end is the original's with its one audio config: the golden must have been made with that one
+    audio = meta["audio_config"]
+    assert (audio["sample_rate"], audio["fft_size"], audio["hop_length"], audio["win_length"], audio["num_mels"],
+            audio["mel_fmin"], audio["mel_fmax"], audio["preemphasis"], audio["trim_db"], audio["ref_level_db"],
+            audio["min_level_db"], audio["max_norm"]) == (
+        frontend.SAMPLE_RATE, frontend.N_FFT, frontend.HOP, frontend.WIN, frontend.N_MELS, frontend.FMIN,
+        frontend.FMAX, frontend.PREEMPHASIS, frontend.TRIM_DB, frontend.REF_LEVEL_DB, frontend.MIN_LEVEL_DB,
+        frontend.MAX_NORM)
     backend = load_speaker_backend("lstm", ckpt)  # load_lstm_encoder inside
     model = backend.model
     assert isinstance(model, LSTMSpeakerEncoder) and not model.training
     emb_short = model.inference(torch.from_numpy(g["in_mel_short"]))
-    assert emb_short.shape == (2, 256)
+    assert emb_short.shape == g["out_emb_short"].shape
     assert_close(emb_short.numpy(), g["out_emb_short"], atol(path, "emb_short", 5e-6), "emb_short")
     assert_close(prepare_wav(g["in_wav"]), g["out_wav_trimmed_normed"], 1e-6, "wav_trimmed_normed")
     mel = wav_to_spk_mel(g["in_wav"])
-    assert mel.dtype == np.float32 and mel.shape[0] == 80
+    assert mel.dtype == np.float32 and mel.shape[0] == g["out_spk_mel"].shape[0]
     assert_close(mel, g["out_spk_mel"], atol(path, "spk_mel", 2e-4), "spk_mel")
     # the whole .spk.npy pipeline from the raw 16 kHz wav, through the backend the prepare command uses
     spk = backend.embed(g["in_wav"])
-    assert spk.dtype == np.float32 and spk.shape == (256,)
+    assert spk.dtype == np.float32 and spk.shape == g["out_spk_embed"].shape
     assert_close(spk, g["out_spk_embed"], atol(path, "spk_embed", 1e-6), "spk_embed")
     assert np.linalg.norm(spk) < 1.0  # a mean of unit vectors, not re-normalised
 
