@@ -40,6 +40,7 @@ from common.checkpoint import CheckpointError, Pretrained, load_checkpoint, load
 from common.config import BASE_CONFIG, ConfigError, apply_overlays, config_from_dict, load_config, to_dict
 from common.features import FeatureError
 from common.io import DiskFullError, save_torch
+from common.plots import mel_rgb
 from common.runtime import default_device, tune_allocator
 from grad.checkpoint import check_model_kind, read_gvc_checkpoint
 from grad.data import EpochSampler, EpochTagged, SVCDataset, check_filelist, collate
@@ -625,23 +626,6 @@ def log_scalars(state: TrainState, values: dict[str, float]) -> None:
     state.loss_sums, state.loss_count = {}, 0
 
 
-def plot_mel(mel: np.ndarray) -> np.ndarray:
-    """A mel ``[n_mels, T]`` as an RGB image ``[H, W, 3]`` uint8 (matplotlib Agg) for TensorBoard."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(12, 3))
-    im = ax.imshow(mel, aspect="auto", origin="lower", interpolation="none")
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return image
-
-
 def validation_loss(state: TrainState) -> dict[str, float]:
     """Mean validation losses (eval mode, decoder loss on, fixed random segments and noise)."""
     model, cfg = state.model, state.cfg
@@ -676,11 +660,11 @@ def validation_synthesis(state: TrainState, vocoder) -> None:
                                      n_timesteps=cfg.train.synth_steps, temperature=1.0, generator=gen)
         t = int(batch["lengths"][0])
         if not state.logged_ground_truth:
-            state.writer.add_image(f"image_{i}/ground_truth", plot_mel(item["mel"][0, :, :t].numpy()), 0,
+            state.writer.add_image(f"image_{i}/ground_truth", mel_rgb(item["mel"][0, :, :t].numpy()), 0,
                                    dataformats="HWC")
         for key, tag in (("mu", "generated_enc"), ("mel", "generated_dec")):
             mel = out[key][0, :, :t].float().cpu().numpy()
-            state.writer.add_image(f"image_{i}/{tag}", plot_mel(mel), state.steps, dataformats="HWC")
+            state.writer.add_image(f"image_{i}/{tag}", mel_rgb(mel), state.steps, dataformats="HWC")
         if vocoder is not None:
             wav = vocoder(out["mel"][:, :, :t].float(), batch["pit"][:, :t])
             state.writer.add_audio(f"audio_{i}/generated", wav, state.steps, sample_rate=cfg.data.sampling_rate)
