@@ -15,6 +15,8 @@ from svc_features import load_script, write_feature_set
 
 from common.config import REPO_ROOT, load_config
 from grad.model import GradSVC
+from training.checkpoints import checkpoint_order, list_checkpoints
+from training.state import apply_freeze
 
 tr = load_script("gvc_trainer")
 TINY = str(REPO_ROOT / "configs" / "tiny.yaml")
@@ -74,7 +76,7 @@ def test_overfit_one_batch(feat, tmp_path):
 
 
 def test_straight_run_logs_checkpoints_and_rotation(straight):
-    assert [p.name for p in tr.list_checkpoints(straight)] == ["grad_svc_2.pt"]  # keep_checkpoints=1
+    assert [p.name for p in list_checkpoints(straight)] == ["grad_svc_2.pt"]  # keep_checkpoints=1
     ckpt = load(straight / "grad_svc_2.pt")
     assert set(ckpt) == {"model", "optim", "epoch", "steps", "config", "version", "scaler", "rng", "data_state"}
     assert ckpt["epoch"] == 2 and ckpt["steps"] == 6 and ckpt["version"] == "v3"
@@ -122,7 +124,7 @@ def test_loader_workers_feed_the_same_run(feat, straight, tmp_path):
 def test_checkpoint_order():
     names = ["grad_svc_10.pt", "grad_svc_2.pt", "grad_svc_3_step7.pt", "grad_svc_3.pt", "grad_svc_11_step33.pt",
              "other.pt", "grad_svc_x.pt"]
-    ordered = sorted((p for p in map(Path, names) if tr.checkpoint_order(p)), key=tr.checkpoint_order)
+    ordered = sorted((p for p in map(Path, names) if checkpoint_order(p)), key=checkpoint_order)
     assert [p.name for p in ordered] == ["grad_svc_2.pt", "grad_svc_3_step7.pt", "grad_svc_3.pt", "grad_svc_10.pt",
                                          "grad_svc_11_step33.pt"]
 
@@ -154,7 +156,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(feat, tmp_path, mo
     with caplog.at_level(logging.ERROR):
         assert tr.main(args_for(feat, tmp_path, "train.test_step=100", "--max-steps", "10")) == tr.EXIT_NONFINITE
     assert "step 4 (epoch 2): loss is not finite" in caplog.text
-    assert [p.name for p in tr.list_checkpoints(tmp_path)] == ["grad_svc_1.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["grad_svc_1.pt"]
     assert load(tmp_path / "grad_svc_1.pt")["steps"] == 3
 
 
@@ -207,7 +209,7 @@ def test_torchrun_two_processes_gloo(feat, tmp_path):
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     # 6 items on 2 ranks, batch 2: one batch per rank and epoch; 2 steps = 2 epochs, checkpoints by rank 0 only
-    names = [p.name for p in tr.list_checkpoints(tmp_path)]
+    names = [p.name for p in list_checkpoints(tmp_path)]
     assert names == ["grad_svc_1.pt", "grad_svc_2.pt"]
     ckpt = load(tmp_path / "grad_svc_2.pt")
     assert ckpt["steps"] == 2 and ckpt["rng"]["world_size"] == 2 and len(ckpt["rng"]["states"]) == 2
@@ -257,7 +259,7 @@ def test_rotation_keeps_the_checkpoint_just_written(straight, tmp_path):
     shutil.copy(straight / "grad_svc_2.pt", tmp_path / "grad_svc_9.pt")  # an abandoned run went further
     assert tr.main(["-p", str(tmp_path / "grad_svc_2.pt"), "--device", "cpu", f"train.log_dir={tmp_path}",
                     "train.keep_checkpoints=1", "--max-steps", "1"]) == 0
-    assert [p.name for p in tr.list_checkpoints(tmp_path)] == ["grad_svc_3_step7.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["grad_svc_3_step7.pt"]
 
 
 def test_vocoder_load_leaves_the_training_random_streams(tmp_path):
@@ -298,7 +300,7 @@ def test_finetune_config_freezes_what_the_original_froze():
     cfg = load_config(str(REPO_ROOT / "configs" / "finetune.yaml"))
     with torch.device("meta"):  # shapes only: no weights initialised
         model = GradSVC(cfg.grad)
-    tr.apply_freeze(model, list(cfg.train.freeze))
+    apply_freeze(model, list(cfg.train.freeze))
     assert cfg.train.learning_rate == pytest.approx(2e-5)
     assert sum(p.numel() for p in model.parameters()) == 33_886_191
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 25_291_055
