@@ -323,3 +323,65 @@ def test_resume_keeps_the_checkpoints_learning_rate_unless_overridden(straight, 
         assert tr.main([*run, "train.learning_rate=1e-4"]) == 0
     assert load(tmp_path / "grad_svc_3_step7.pt")["optim"]["param_groups"][0]["lr"] == 1e-4
     assert "train.learning_rate = 0.0001 overrides the checkpoint's 0.0002" in caplog.text
+
+
+def loss_batch(cfg, b: int = 2, t: int = 48, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random batch in ``grad.data.collate``'s layout (zero beyond each length)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([t, t - 9])
+    mask = (torch.arange(t)[None] < lengths[:, None]).float()
+    return {"mel": (torch.randn(b, cfg.grad.n_mels, t, generator=g) - 5.0) * mask[:, None], "lengths": lengths,
+            "vec": torch.randn(b, t, 256, generator=g) * mask[..., None],
+            "pit": (150 + 100 * torch.rand(b, t, generator=g)) * mask,
+            "spk": torch.nn.functional.normalize(torch.randn(b, 256, generator=g), dim=-1)}
+
+
+@pytest.mark.parametrize("use_decoder", [True, False])
+def test_model_forward_is_compute_loss_on_the_batch(use_decoder):
+    """``GradSVC(batch)`` (what a training step and DDP call) gives compute_loss's losses, bit for bit, from the same
+    random draws (training mode: unit perturbation, segment starts and decoder noise)."""
+    cfg = load_config(TINY)
+    torch.manual_seed(0)
+    model = GradSVC(cfg.grad).train()
+    batch = loss_batch(cfg)
+    torch.manual_seed(7)
+    direct = model.compute_loss(batch["mel"], batch["lengths"], batch["vec"], batch["pit"], batch["spk"],
+                                out_size=32, use_decoder=use_decoder)
+    torch.manual_seed(7)
+    called = model(batch, out_size=32, use_decoder=use_decoder)
+    assert list(called) == list(direct) == ["prior", "diff", "mel", "spk"]
+    for key in direct:
+        assert torch.equal(called[key], direct[key]), key
+    assert bool(called["diff"] != 0) == use_decoder
+    torch.manual_seed(7)  # (dropout draws from the global stream, the rest from the generator)
+    direct = model.compute_loss(batch["mel"], batch["lengths"], batch["vec"], batch["pit"], batch["spk"],
+                                out_size=32, use_decoder=use_decoder, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(7)
+    called = model(batch, out_size=32, use_decoder=use_decoder, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(called[k], direct[k]) for k in direct)
+
+
+def test_ddp_wraps_the_model_itself(tmp_path):
+    """One gloo process: DistributedDataParallel around GradSVC gives the plain model's losses and gradients."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    cfg = load_config(TINY)
+    torch.manual_seed(0)
+    model = GradSVC(cfg.grad).train()
+    batch = loss_batch(cfg)
+    torch.manual_seed(7)
+    plain = model(batch, out_size=32)
+    sum(plain.values()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(model)
+        torch.manual_seed(7)
+        wrapped = ddp(batch, out_size=32)
+        sum(wrapped.values()).backward()
+    finally:
+        dist.destroy_process_group()
+    assert all(torch.equal(wrapped[k], plain[k]) for k in plain)
+    assert grads and all(torch.equal(p.grad, grads[n]) for n, p in model.named_parameters() if n in grads)
