@@ -175,25 +175,6 @@ def companion_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(pitch_stem + ".wav"), out.with_name(stem + ".mel.png")
 
 
-def save_mel_image(mel: torch.Tensor, path: Path) -> None:
-    """The mel as a PNG image, written atomically (matplotlib's object API: no pyplot state kept per song)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from common.io import atomic_path
-
-    fig = Figure(figsize=(12, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    im = ax.imshow(mel.float().cpu().numpy(), aspect="auto", origin="lower", interpolation="none")
-    fig.colorbar(im, ax=ax)
-    ax.set_xlabel("frame (10 ms)")
-    ax.set_ylabel("mel band")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the converter: models loaded once
 
@@ -491,7 +472,9 @@ def write_outputs(conv: Conversion, out: Path, sr: int, pitch_wav: np.ndarray | 
     if pitch_wav is not None:
         write_wav(pitch_path, pitch_wav, sr)
     if png:
-        save_mel_image(conv.mel, png_path)
+        from common.plots import save_mel_png
+
+        save_mel_png(conv.mel.float().cpu().numpy(), png_path)
         log_rss("png")
 
 

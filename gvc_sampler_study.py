@@ -105,26 +105,11 @@ def recommend(summary: list[dict], tolerance_db: float) -> dict | None:
 
 
 def plot(summary: list[dict], path: Path) -> None:
-    import matplotlib
+    from common.plots import save_curves_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from common.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for sampler in sorted({m["sampler"] for m in summary}):
-        pts = sorted((m["nfe"], m["mcd_db"]) for m in summary if m["sampler"] == sampler)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=sampler)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("estimator calls (NFE)")
-    ax.set_ylabel("MCD to the reference (dB)")
-    ax.legend()
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    curves = {sampler: sorted((m["nfe"], m["mcd_db"]) for m in summary if m["sampler"] == sampler)
+              for sampler in sorted({m["sampler"] for m in summary})}
+    save_curves_png(curves, path, "estimator calls (NFE)", "MCD to the reference (dB)", log2_x=True)
 
 
 def main(argv=None) -> int:

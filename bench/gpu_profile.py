@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 from common.config import load_config
 from common.runtime import default_device, synchronize, tune_allocator
 from grad.model import GradSVC
-from gvc_trainer import autocast_context
+from training.state import autocast_context
 
 
 def measure(fn, device: torch.device, repeats: int, top: int) -> dict:

@@ -1,4 +1,5 @@
-"""Shared utilities of Grad-SVC: config schema, audio I/O, the mel, checkpoint and file-loop helpers.
+"""Shared utilities of Grad-SVC: config schema, audio I/O, the mel, checkpoint and file-loop helpers, figures,
+multi-process helpers.
 
 Dependency direction: scripts -> feature/model packages (hubert, pitch, speaker, grad, bigvgan) -> common.
 Nothing in ``common`` imports from those packages.

@@ -172,3 +172,12 @@ class GradSVC(nn.Module):
             if source.remaining:
                 log.debug("synthesise: %d given noise tensors not used", source.remaining)
             return {"mel": mel[..., :t], "mu": mu[..., :t], "mask": mask[..., :t]}
+
+    # ------------------------------------------------------------------------------------------ training step
+    def forward(self, batch: dict[str, torch.Tensor], out_size: int | None = 200, use_decoder: bool = True,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The training losses of a ``grad.data.collate`` batch: ``compute_loss`` on its mel [B, 100, T], lengths [B],
+        vec [B, T, 256], pit [B, T] Hz and spk [B, 256]. A call of the module itself, so DistributedDataParallel
+        can wrap the model and synchronise its gradients."""
+        return self.compute_loss(batch["mel"], batch["lengths"], batch["vec"], batch["pit"], batch["spk"],
+                                 out_size=out_size, use_decoder=use_decoder, generator=generator)

@@ -168,28 +168,14 @@ def warnings_for(summary: dict, songs_range: tuple[float, float] | None) -> list
 
 
 def plot_histograms(stats: dict, folder: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from common.io import atomic_path
+    from common.plots import save_histogram_png
 
     written = []
     bins = np.geomspace(50, 1100, 61)
     for singer, s in sorted(stats.items()):
         f0 = np.concatenate(s["f0"]) if s["f0"] else np.zeros(0)
-        fig, ax = plt.subplots(figsize=(7, 3))
-        ax.hist(f0, bins=bins)
-        ax.set_xscale("log")
-        ax.set_xlabel("F0 (Hz), voiced frames")
-        ax.set_ylabel("frames")
-        ax.set_title(f"{singer}: F0 range")
-        fig.tight_layout()
         path = folder / f"{singer}.f0.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
+        save_histogram_png(f0, bins, path, "F0 (Hz), voiced frames", "frames", f"{singer}: F0 range", log_x=True)
         written.append(path)
     return written
 

@@ -15,6 +15,8 @@ from svc_features import load_script, write_feature_set
 
 from common.config import REPO_ROOT, load_config
 from grad.model import GradSVC
+from training.checkpoints import checkpoint_order, list_checkpoints
+from training.state import apply_freeze
 
 tr = load_script("gvc_trainer")
 TINY = str(REPO_ROOT / "configs" / "tiny.yaml")
@@ -74,7 +76,7 @@ def test_overfit_one_batch(feat, tmp_path):
 
 
 def test_straight_run_logs_checkpoints_and_rotation(straight):
-    assert [p.name for p in tr.list_checkpoints(straight)] == ["grad_svc_2.pt"]  # keep_checkpoints=1
+    assert [p.name for p in list_checkpoints(straight)] == ["grad_svc_2.pt"]  # keep_checkpoints=1
     ckpt = load(straight / "grad_svc_2.pt")
     assert set(ckpt) == {"model", "optim", "epoch", "steps", "config", "version", "scaler", "rng", "data_state"}
     assert ckpt["epoch"] == 2 and ckpt["steps"] == 6 and ckpt["version"] == "v3"
@@ -122,7 +124,7 @@ def test_loader_workers_feed_the_same_run(feat, straight, tmp_path):
 def test_checkpoint_order():
     names = ["grad_svc_10.pt", "grad_svc_2.pt", "grad_svc_3_step7.pt", "grad_svc_3.pt", "grad_svc_11_step33.pt",
              "other.pt", "grad_svc_x.pt"]
-    ordered = sorted((p for p in map(Path, names) if tr.checkpoint_order(p)), key=tr.checkpoint_order)
+    ordered = sorted((p for p in map(Path, names) if checkpoint_order(p)), key=checkpoint_order)
     assert [p.name for p in ordered] == ["grad_svc_2.pt", "grad_svc_3_step7.pt", "grad_svc_3.pt", "grad_svc_10.pt",
                                          "grad_svc_11_step33.pt"]
 
@@ -154,7 +156,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(feat, tmp_path, mo
     with caplog.at_level(logging.ERROR):
         assert tr.main(args_for(feat, tmp_path, "train.test_step=100", "--max-steps", "10")) == tr.EXIT_NONFINITE
     assert "step 4 (epoch 2): loss is not finite" in caplog.text
-    assert [p.name for p in tr.list_checkpoints(tmp_path)] == ["grad_svc_1.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["grad_svc_1.pt"]
     assert load(tmp_path / "grad_svc_1.pt")["steps"] == 3
 
 
@@ -207,7 +209,7 @@ def test_torchrun_two_processes_gloo(feat, tmp_path):
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     # 6 items on 2 ranks, batch 2: one batch per rank and epoch; 2 steps = 2 epochs, checkpoints by rank 0 only
-    names = [p.name for p in tr.list_checkpoints(tmp_path)]
+    names = [p.name for p in list_checkpoints(tmp_path)]
     assert names == ["grad_svc_1.pt", "grad_svc_2.pt"]
     ckpt = load(tmp_path / "grad_svc_2.pt")
     assert ckpt["steps"] == 2 and ckpt["rng"]["world_size"] == 2 and len(ckpt["rng"]["states"]) == 2
@@ -257,7 +259,7 @@ def test_rotation_keeps_the_checkpoint_just_written(straight, tmp_path):
     shutil.copy(straight / "grad_svc_2.pt", tmp_path / "grad_svc_9.pt")  # an abandoned run went further
     assert tr.main(["-p", str(tmp_path / "grad_svc_2.pt"), "--device", "cpu", f"train.log_dir={tmp_path}",
                     "train.keep_checkpoints=1", "--max-steps", "1"]) == 0
-    assert [p.name for p in tr.list_checkpoints(tmp_path)] == ["grad_svc_3_step7.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["grad_svc_3_step7.pt"]
 
 
 def test_vocoder_load_leaves_the_training_random_streams(tmp_path):
@@ -298,7 +300,7 @@ def test_finetune_config_freezes_what_the_original_froze():
     cfg = load_config(str(REPO_ROOT / "configs" / "finetune.yaml"))
     with torch.device("meta"):  # shapes only: no weights initialised
         model = GradSVC(cfg.grad)
-    tr.apply_freeze(model, list(cfg.train.freeze))
+    apply_freeze(model, list(cfg.train.freeze))
     assert cfg.train.learning_rate == pytest.approx(2e-5)
     assert sum(p.numel() for p in model.parameters()) == 33_886_191
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 25_291_055
@@ -321,3 +323,66 @@ def test_resume_keeps_the_checkpoints_learning_rate_unless_overridden(straight, 
         assert tr.main([*run, "train.learning_rate=1e-4"]) == 0
     assert load(tmp_path / "grad_svc_3_step7.pt")["optim"]["param_groups"][0]["lr"] == 1e-4
     assert "train.learning_rate = 0.0001 overrides the checkpoint's 0.0002" in caplog.text
+
+
+def loss_batch(cfg, b: int = 2, t: int = 48, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random batch in ``grad.data.collate``'s layout (zero beyond each length)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([t, t - 9])
+    mask = (torch.arange(t)[None] < lengths[:, None]).float()
+    return {"mel": (torch.randn(b, cfg.grad.n_mels, t, generator=g) - 5.0) * mask[:, None], "lengths": lengths,
+            "vec": torch.randn(b, t, 256, generator=g) * mask[..., None],
+            "pit": (150 + 100 * torch.rand(b, t, generator=g)) * mask,
+            "spk": torch.nn.functional.normalize(torch.randn(b, 256, generator=g), dim=-1)}
+
+
+@pytest.mark.parametrize("use_decoder", [True, False])
+def test_model_forward_is_compute_loss_on_the_batch(use_decoder):
+    """``GradSVC(batch)`` (what a training step and DDP call) gives compute_loss's losses, bit for bit, from the same
+    random draws (training mode: unit perturbation, segment starts and decoder noise)."""
+    cfg = load_config(TINY)
+    torch.manual_seed(0)
+    model = GradSVC(cfg.grad).train()
+    batch = loss_batch(cfg)
+    torch.manual_seed(7)
+    direct = model.compute_loss(batch["mel"], batch["lengths"], batch["vec"], batch["pit"], batch["spk"],
+                                out_size=32, use_decoder=use_decoder)
+    torch.manual_seed(7)
+    called = model(batch, out_size=32, use_decoder=use_decoder)
+    assert list(called) == list(direct) == ["prior", "diff", "mel", "spk"]
+    for key in direct:
+        assert torch.equal(called[key], direct[key]), key
+    assert bool(called["diff"] != 0) == use_decoder
+    torch.manual_seed(7)  # (dropout draws from the global stream, the rest from the generator)
+    direct = model.compute_loss(batch["mel"], batch["lengths"], batch["vec"], batch["pit"], batch["spk"],
+                                out_size=32, use_decoder=use_decoder, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(7)
+    called = model(batch, out_size=32, use_decoder=use_decoder, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(called[k], direct[k]) for k in direct)
+
+
+@pytest.mark.filterwarnings("ignore:Grad strides do not match bucket view strides")  # size-1 dims: harmless
+def test_ddp_wraps_the_model_itself(tmp_path):
+    """One gloo process: DistributedDataParallel around GradSVC gives the plain model's losses and gradients."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    cfg = load_config(TINY)
+    torch.manual_seed(0)
+    model = GradSVC(cfg.grad).train()
+    batch = loss_batch(cfg)
+    torch.manual_seed(7)
+    plain = model(batch, out_size=32)
+    sum(plain.values()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(model)
+        torch.manual_seed(7)
+        wrapped = ddp(batch, out_size=32)
+        sum(wrapped.values()).backward()
+    finally:
+        dist.destroy_process_group()
+    assert all(torch.equal(wrapped[k], plain[k]) for k in plain)
+    assert grads and all(torch.equal(p.grad, grads[n]) for n, p in model.named_parameters() if n in grads)
