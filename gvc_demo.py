@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     print_metrics([rows[name] for name in named], list(named), singer, song)
     level = wav_level(converted)
     say(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
-    from gvc_inference import companion_paths
+    from conversion import companion_paths
 
     beside = [f"{what}: {path}" for what, path in zip(("F0 check", "mel"), companion_paths(converted))
               if path.is_file()]  # only files the conversion wrote

@@ -24,6 +24,7 @@ import torch
 
 from common.audio import AudioError, load_audio
 from common.runtime import tune_allocator
+from conversion import Converter, InferenceError, align, mix_speakers
 from grad.samplers import SAMPLERS
 
 log = logging.getLogger("gvc_sampler_study")
@@ -56,8 +57,6 @@ def samplers_for(kind: str) -> list[str]:
 def study(conv, songs: list[tuple[str, np.ndarray]], spk: np.ndarray, samplers: list[str], steps: list[int],
           reference_steps: int, seed: int, vocoder: bool) -> list[dict]:
     """``songs``: (path, its audio at 16 kHz) pairs."""
-    from gvc_inference import align
-
     default = conv.cfg.grad.sampler
     rows = []
     for song, wav16 in songs:
@@ -133,7 +132,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="sampler_study", help="folder for study.json and study.png")
     args = ap.parse_args(argv)
     from common.checkpoint import CheckpointError
-    from gvc_inference import Converter, InferenceError, mix_speakers
 
     try:
         conv = Converter(args.model, args.config, args.device,

@@ -65,7 +65,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def one(args) -> dict:
-    from gvc_inference import Converter, align
+    from conversion import Converter, align, windows
 
     device = torch.device(default_device(args.device))
     component = "gvc_v2" if args.version == "v2" else "gvc_v3"
@@ -89,8 +89,6 @@ def one(args) -> dict:
     conv.acoustic(vec[:200], f0[:200], spk, steps=1, sampler=runs[0][0], seed=0)  # warm-up
 
     # the encoder alone, on the same windows the converter uses
-    from gvc_inference import windows
-
     def encode_all():
         for s, e in windows(n, conv.cfg.infer.out_chunk, conv.cfg.infer.hop_frame):
             from grad.utils import fix_len_compatibility

@@ -1,63 +1,22 @@
 """Bounded-memory synthesis of long inputs: frame windows with context, joined by linear crossfades.
 
-A sequence of ``T`` frames is cut into cores of ``chunk`` frames; each core is synthesised inside a window that
-adds ``overlap`` context frames on each side. Neighbouring outputs are crossfaded over ``overlap`` frames centred
-on the seam, so each window keeps ``overlap / 2`` frames of clean context beyond its crossfade zone: a model whose
-receptive field is shorter than that gives exactly the unchunked output.
+A sequence of ``T`` frames is cut into cores of ``chunk`` frames (``common.windows.plan_windows``, the planner the
+acoustic model uses too); each core is synthesised inside a window that adds ``overlap`` context frames on each side.
+Neighbouring outputs are crossfaded over ``overlap`` frames centred on the seam, so each window keeps ``overlap / 2``
+frames of clean context beyond its crossfade zone: a model whose receptive field is shorter than that gives exactly
+the unchunked output.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 
+from common.windows import Window, group_equal, plan_windows
+
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Window:
-    """Core frames ``[start, end)`` synthesised from the context window ``[win_start, win_end)``."""
-
-    start: int
-    end: int
-    win_start: int
-    win_end: int
-
-
-def plan_windows(n_frames: int, chunk: int, overlap: int) -> list[Window]:
-    """Cores of ``chunk`` frames with ``overlap`` context frames each side, clipped to ``[0, n_frames)``.
-
-    The last core holds the remainder; if that is shorter than ``overlap`` it joins the previous core (which then
-    has up to ``chunk + overlap - 1`` frames), so every crossfade lies inside both neighbouring windows.
-    """
-    if chunk <= 0 or overlap < 0:
-        raise ValueError(f"chunk must be > 0 and overlap >= 0, got chunk={chunk}, overlap={overlap}")
-    if chunk < overlap:
-        raise ValueError(f"chunk ({chunk}) must be at least the overlap ({overlap}) so crossfades do not collide")
-    starts = list(range(0, n_frames, chunk))
-    if len(starts) > 1 and n_frames - starts[-1] < overlap:
-        starts.pop()  # a last core shorter than a crossfade is absorbed by the previous window
-    ends = starts[1:] + [n_frames]
-    return [Window(s, e, max(0, s - overlap), min(n_frames, e + overlap)) for s, e in zip(starts, ends)]
-
-
-def group_equal(windows: list[T], size: int, length: Callable[[T], int] = lambda w: w.win_end - w.win_start,
-                ) -> list[list[T]]:
-    """Consecutive windows of equal ``length`` in groups of at most ``size`` (to run as one batch: each window then
-    gets exactly the padding, and so the output, it gets alone)."""
-    groups: list[list[T]] = []
-    for w in windows:
-        last = groups[-1] if groups else None
-        if last and len(last) < size and length(last[0]) == length(w):
-            last.append(w)
-        else:
-            groups.append([w])
-    return groups
 
 
 def synthesize_chunked(

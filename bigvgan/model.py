@@ -423,7 +423,7 @@ def vocode(
     all where the generator's receptive field fits in ``overlap / 2`` frames). ``add_noise=False`` uses zero initial
     phases and zero source noise (deterministic). ``batch`` > 1 renders that many equal-length windows at once (the
     same noise and phases as one at a time: the same audio, more memory; for GPUs). ``progress(k)`` is called after
-    each ``k`` windows rendered (``bigvgan.chunks.plan_windows`` lists them).
+    each ``k`` windows rendered (``common.windows.plan_windows`` lists them).
     """
     if mel.dim() != 2 or f0.dim() != 1 or mel.shape[1] != f0.shape[0]:
         raise ValueError(f"vocode expects mel (n_mels, T) and f0 (T,), got {tuple(mel.shape)} and {tuple(f0.shape)}")

@@ -2,6 +2,7 @@
 
 Modules: ``model`` (``GradSVC``), ``encoder`` (prior encoder with the adversarial speaker classifier),
 ``estimator`` (the U-Net), ``diffusion`` (V2 score decoder), ``flow`` (V3 flow matching / rectified flow),
-``samplers`` (every sampler, chosen by name), ``checkpoint`` (official / training / our checkpoints),
+``samplers`` (every sampler, chosen by name), ``noise`` (sampling noise tied to
+frame positions, for windowed synthesis), ``checkpoint`` (official / training / our checkpoints),
 ``ssim`` (the mel SSIM loss), ``utils`` (coarse F0, padding, masks), ``data`` (dataset and batches).
 """

@@ -13,16 +13,10 @@ import soundfile as sf
 import torch
 
 from common.audio import load_audio
+from conversion import align, companion_paths, crossfade_weights, shift_f0, windows
 from golden import cached_official_checkpoint, golden_dir
-from gvc_inference import (
-    PositionalNoise,
-    align,
-    companion_paths,
-    crossfade_weights,
-    main,
-    shift_f0,
-    windows,
-)
+from grad.noise import PositionalNoise
+from gvc_inference import main
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_SONG = Path(__file__).parent / "fixtures" / "corpus" / "kal" / "scale.wav"
@@ -173,7 +167,7 @@ def test_positional_noise_does_not_depend_on_the_window():
 
 
 def test_windowed_acoustic_model_matches_one_pass_away_from_seams(ckpts):
-    from gvc_inference import Converter
+    from conversion import Converter
 
     conv = Converter(str(ckpts["gvc"]), vocoder="griffinlim")
     rng = np.random.default_rng(0)
@@ -197,8 +191,8 @@ def test_windowed_acoustic_model_matches_one_pass_away_from_seams(ckpts):
 def test_batched_windows_give_the_sequential_output(ckpts):
     """--batch N runs equal-length windows together; each window gets the noise and padding it gets alone, so the
     mel equals the one-window-at-a-time mel (to float rounding of batched matrix products)."""
-    from bigvgan.chunks import group_equal
-    from gvc_inference import Converter
+    from common.windows import group_equal
+    from conversion import Converter
 
     conv = Converter(str(ckpts["gvc"]), vocoder="griffinlim")
     conv.cfg.infer.out_chunk, conv.cfg.infer.hop_frame = 80, 8

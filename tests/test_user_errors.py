@@ -110,7 +110,7 @@ def test_pitch_wav_without_the_vocoder_file_is_the_nsf_source():
     """The F0 check wav needs no NSF-BigVGAN file: the same numbers as the generator's own pitch2wav for a seed."""
     from bigvgan.model import Generator
     from common.config import load_config
-    from gvc_inference import Converter
+    from conversion import Converter
 
     cfg = load_config(TINY)
     conv = Converter.__new__(Converter)  # only what pitch_wav uses: no model files
