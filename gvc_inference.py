@@ -214,7 +214,7 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     tune_allocator()
-    drop_primitive_cache()  # bounded memory for long songs (issue 12)
+    drop_primitive_cache()  # bounded memory for long songs (bench/bench_cli_memory.py measures it)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:

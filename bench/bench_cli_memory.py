@@ -7,7 +7,7 @@ Each song (a corpus song looped to the length) is converted by the real CLI in i
 ``/usr/bin/time -f %M`` (peak RSS of the whole process, as a user sees it), with the same flags for every length:
 the F0 check wav and the mel image are written too. ``GVC_RSS_LOG=1`` makes the CLI print its RSS (current and
 peak so far) after each stage, reported as ``stages_mb``. The ratios to the shortest song are the figure of merit
-(issue 12: 180 s <= 1.3x and 600 s <= 1.5x of 30 s). Official checkpoints are used when present, else full-size
+(targets: 180 s <= 1.3x and 600 s <= 1.5x of 30 s). Official checkpoints are used when present, else full-size
 weights made by the test fill recipe (the same architecture, so the same memory).
 """
 

@@ -3,11 +3,11 @@
     python bench/bench_pitch.py [--corpus bench/cache/pitch_corpus] [--methods praat harvest crepe crepe-tiny fcpe]
                                 [--json bench/results/cpu_bench_pitch.json]
 
-The corpus (rendered once with festival's singing mode, then reused from ``--corpus``): the diphone voices kal and
-ked (the HTS voice slt ignores the written pitch, DESIGN.md §7) each sing every song in a low (male) and a high
-(female) range; the songs have quick notes (125 ms), leaps up to an octave and rests. The truth of a rendition is its
-score: note k sounds from its cumulative beat time for its length, with one offset and one tempo scale per file
-(festival sings about 0.8 times as long as written), those at which the audio's energy (not any extractor) best
+The corpus (rendered once with festival's singing mode, then reused from ``--corpus``): the diphone voices kal and ked
+(the HTS voice slt ignores the written pitch, see tests/fixtures/make_corpus.py) each sing every song in a low (male)
+and a high (female) range; the songs have quick notes (125 ms), leaps up to an octave and rests. The truth of a
+rendition is its score: note k sounds from its cumulative beat time for its length, with one offset and one tempo scale
+per file (festival sings about 0.8 times as long as written), those at which the audio's energy (not any extractor) best
 matches the score's notes and rests. Festival names A5 = 440 Hz: its notes sound an octave below their names.
 
 Scored frames (10 ms grid of ``pitch.f0``): the interior of each note (its first 40 ms, the glide into it, and its
