@@ -352,7 +352,7 @@ class Converter:
         vec, f0 = align(vec50, f0, pit_path)
         if len(f0) == 0:
             raise InferenceError(f"{wave}: too short to convert (no complete 20 ms frame)")
-        f0 = shift_f0(f0, shift)
+        f0 = shift_f0(f0, shift(f0, wave) if callable(shift) else shift)  # callable: --shift auto (pitch.key)
         release_memory()
         mel = self.acoustic(vec, f0, spk, steps, temperature, sampler, seed)
         log_rss("acoustic")
@@ -425,6 +425,16 @@ class _BatchNoise(NoiseSource):
 # command line
 
 
+def shift_arg(text: str) -> float | str:
+    """``--shift``: semitones, or ``auto`` (pitch/key.py)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: semitones (a number) or 'auto'") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Grad-SVC conversion")
     ap.add_argument("-c", "--config", default=None, help="config overlay; our checkpoints carry their own config")
@@ -434,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--wave", required=True, help="input song, or a folder of songs (converted recursively)")
     ap.add_argument("--vec", default=None, help="HuBERT units from hubert/inference.py (else computed)")
     ap.add_argument("--pit", default=None, help="F0 CSV from pitch/inference.py, may be edited (else computed)")
-    ap.add_argument("--shift", type=float, default=0, help="pitch shift in semitones")
+    ap.add_argument("--shift", type=shift_arg, default=0,
+                    help="pitch shift in semitones, or 'auto': per song, the whole shift that puts its F0 into the "
+                         "--spk singer's range (from <singer>.f0.json beside the .spk.npy, written by step 6)")
     ap.add_argument("--temperature", "--rature", dest="temperature", type=float, default=None,
                     help="sampling temperature (V2 divides the noise by it, V3 multiplies; default 1.015)")
     ap.add_argument("--steps", type=int, default=None,
@@ -504,7 +516,8 @@ def check_options(args, cfg) -> None:
         raise InferenceError(f"--f0 {method}: unknown F0 method; choose one of {', '.join(METHODS)}")
     if args.batch is not None and args.batch < 1:
         raise InferenceError(f"--batch {args.batch}: at least 1")
-    shift_f0(np.zeros(1), args.shift)  # an absurd shift
+    if args.shift != "auto":
+        shift_f0(np.zeros(1), args.shift)  # an absurd shift
 
 
 def folder_jobs(wave: Path, out_root: Path, png: bool, extra: dict) -> list:
@@ -546,6 +559,7 @@ def make_converter(args) -> Converter:
 
 def _folder_converter(args, spk: np.ndarray):
     """Worker state of folder mode: its own converter (models loaded once per process) and the speaker."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")  # a spawned worker's lines too
     return make_converter(args), spk
 
 
@@ -558,6 +572,14 @@ def _convert_job(job, state) -> None:
 
 def run(args) -> int:
     check_pretrained(args)
+    key = None  # --shift auto: pitch.key.AutoShift, chosen per song from its F0 and the singer's F0 statistics
+    if args.shift == "auto":  # read before any model is loaded
+        from pitch.key import KeyStatsError, auto_shift
+
+        try:
+            key = auto_shift(args.spk, args.spk_weights)
+        except KeyStatsError as exc:
+            raise InferenceError(str(exc)) from None
     converter = make_converter(args)
     log_rss("load")
     cfg = converter.cfg
@@ -565,8 +587,8 @@ def run(args) -> int:
     spk = mix_speakers(args.spk, args.spk_weights, cfg.data.speaker_backend)
     if args.vocoder == "griffinlim":
         log.warning("vocoder: Griffin-Lim PREVIEW (no NSF-BigVGAN); expect phasey, metallic audio")
-    opts = dict(shift=args.shift, steps=args.steps, temperature=args.temperature, sampler=args.sampler,
-                seed=args.seed)
+    opts = dict(shift=args.shift if key is None else key, steps=args.steps, temperature=args.temperature,
+                sampler=args.sampler, seed=args.seed)
     wave = Path(args.wave)
     sr = cfg.data.sampling_rate
     if wave.is_dir():
