@@ -276,19 +276,15 @@ class Studio:
 
     # key -----------------------------------------------------------------------------------------------------------
     def singer_stats(self, singer: str | None, singer2: str | None = None, mix: float = 0.0) -> dict | None:
-        """The target singer's F0 statistics (pitch/key.py); a mix of two singers takes the weighted mean of their
-        log-frequency percentiles. Raises KeyStatsError (one line naming the step that writes them)."""
-        from pitch.key import load_singer_stats
+        """The target singer's F0 statistics (pitch/key.py; a mix of two singers: ``mix_stats``). Raises
+        KeyStatsError (one line naming the step that writes them)."""
+        from pitch.key import load_singer_stats, mix_stats
 
         if not singer:
             return None
-        stats = load_singer_stats(singer)
         if singer2 and mix > 0:
-            other = load_singer_stats(singer2)
-            stats = dict(stats)
-            for k in ("p5_hz", "p50_hz", "p95_hz"):
-                stats[k] = float(np.exp((1 - mix) * np.log(stats[k]) + mix * np.log(other[k])))
-        return stats
+            return mix_stats([load_singer_stats(singer), load_singer_stats(singer2)], [1.0 - mix, mix])
+        return load_singer_stats(singer)
 
     def auto_shift(self, work: Work, singer: str | None, singer2: str | None = None, mix: float = 0.0
                    ) -> tuple[int, str]:
