@@ -15,8 +15,6 @@ Each browser session works in its own folder under the studio's temporary folder
 idle; conversions run one at a time per model (a lock and Gradio's queue), so tabs never mix results.
 """
 
-from __future__ import annotations
-
 import argparse
 import logging
 import os
@@ -733,6 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's start-up requests to itself
     args = build_parser().parse_args(argv)
     opts = StudioOptions(model=args.model, config=args.config, singers=args.singers, data=args.data,
                          device=args.device, vocoder=args.vocoder, vocoder_model=args.vocoder_model,
