@@ -518,12 +518,27 @@ def save_f0_plot(f0: np.ndarray, converted: np.ndarray | None, stats: dict | Non
     if converted is not None:
         ax.plot(np.arange(len(converted)) / 100, voiced(converted), color="tab:orange", lw=1.0, label="converted")
     ax.set_yscale("log")
+    note_ticks(ax)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("F0 (Hz)")
+    ax.set_ylabel("F0")
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=80)
+
+
+def note_ticks(ax) -> None:
+    """Label a log-frequency axis at the C and A of each octave (``A3 220``), not in powers of ten."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    from pitch.edit import midi_to_hz, note_name
+
+    lo, hi = ax.get_ylim()
+    midis = [m for m in range(24, 97) if m % 12 in (0, 9) and lo <= float(midi_to_hz(m)) <= hi]
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_yticks([float(midi_to_hz(m)) for m in midis],
+                  [f"{note_name(float(midi_to_hz(m)))} {float(midi_to_hz(m)):.0f}" for m in midis])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -632,7 +647,7 @@ def build_app(studio: Studio):
                     singer = gr.Dropdown(singers, value=singers[0] if singers else None, label="Singer",
                                          elem_id="singer")
                     singer_upload = gr.File(label="or a singer file (.spk.npy)", file_types=[".npy"], type="filepath",
-                                            elem_id="singer-upload")
+                                            height=90, elem_id="singer-upload")
                     with gr.Row():
                         singer2 = gr.Dropdown([""] + singers, value="", label="Second singer (mix)",
                                               elem_id="singer2")
@@ -655,7 +670,7 @@ def build_app(studio: Studio):
                 src_player = gr.Audio(label="Source", type="filepath", interactive=False, elem_id="source-player")
                 out_player = gr.Audio(label="Converted", type="filepath", interactive=False, elem_id="out-player")
                 pitch_player = gr.Audio(label="Pitch sine", type="filepath", interactive=False, elem_id="pitch-player")
-            download = gr.File(label="Download the converted wav", interactive=False, elem_id="download")
+            download = gr.File(label="Download the converted wav", interactive=False, height=70, elem_id="download")
             mel_image = gr.Image(label="Mel: source (top) and converted", type="filepath", interactive=False,
                                  elem_id="mel-image")
             f0_image = gr.Image(label="F0: source shifted, converted, singer's 5-95 % band", type="filepath",

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -201,6 +202,10 @@ def test_convert_auto_edit_a_note_and_reconvert(studio, browser, tmp_path):
     assert "convert001_soprano.wav" in href
     for elem_id in ("mel-image", "f0-image"):  # the images of the result are on the page
         assert d.find_elements(By.CSS_SELECTOR, f"#{elem_id} img")
+    for outside in (REPO / "README.md", studio["tmp"] / "studio.log"):  # no file outside the studio's folders
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{studio['url']}gradio_api/file={outside}", timeout=10)
+        assert err.value.code in (403, 404)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     d.save_screenshot(str(ARTIFACTS / "studio_convert.png"))
 
