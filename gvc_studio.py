@@ -534,7 +534,8 @@ def note_ticks(ax) -> None:
     from pitch.edit import midi_to_hz, note_name
 
     lo, hi = ax.get_ylim()
-    midis = [m for m in range(24, 97) if m % 12 in (0, 9) and lo <= float(midi_to_hz(m)) <= hi]
+    degrees = (0, 9) if hi / lo > 2.9 else (0, 2, 4, 5, 7, 9, 11)  # C and A; the white keys within ~1.5 octaves
+    midis = [m for m in range(24, 97) if m % 12 in degrees and lo <= float(midi_to_hz(m)) <= hi]
     ax.yaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_yticks([float(midi_to_hz(m)) for m in midis],
@@ -647,7 +648,7 @@ def build_app(studio: Studio):
                     singer = gr.Dropdown(singers, value=singers[0] if singers else None, label="Singer",
                                          elem_id="singer")
                     singer_upload = gr.File(label="or a singer file (.spk.npy)", file_types=[".npy"], type="filepath",
-                                            height=90, elem_id="singer-upload")
+                                            height=130, elem_id="singer-upload")
                     with gr.Row():
                         singer2 = gr.Dropdown([""] + singers, value="", label="Second singer (mix)",
                                               elem_id="singer2")
@@ -670,7 +671,7 @@ def build_app(studio: Studio):
                 src_player = gr.Audio(label="Source", type="filepath", interactive=False, elem_id="source-player")
                 out_player = gr.Audio(label="Converted", type="filepath", interactive=False, elem_id="out-player")
                 pitch_player = gr.Audio(label="Pitch sine", type="filepath", interactive=False, elem_id="pitch-player")
-            download = gr.File(label="Download the converted wav", interactive=False, height=70, elem_id="download")
+            download = gr.File(label="Download the converted wav", interactive=False, height=100, elem_id="download")
             mel_image = gr.Image(label="Mel: source (top) and converted", type="filepath", interactive=False,
                                  elem_id="mel-image")
             f0_image = gr.Image(label="F0: source shifted, converted, singer's 5-95 % band", type="filepath",
