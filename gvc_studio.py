@@ -634,7 +634,8 @@ def build_app(studio: Studio):
         rows, plots, text = studio.dataset_report(work, data_dir)
         return rows, plots, text
 
-    with gr.Blocks(title="Grad-SVC studio") as app:
+    ttl = max(60, int(studio.sessions.ttl_s))  # Gradio's own copies of uploads and results age out alike
+    with gr.Blocks(title="Grad-SVC studio", delete_cache=(min(ttl, 3600), ttl)) as app:
         work = gr.State(Work())
         gr.Markdown("## Grad-SVC studio")
         gr.Markdown(studio.status_markdown(), elem_id="status")
