@@ -258,7 +258,10 @@ class Studio:
         if not upload:
             return Work(session=work.session, runs=work.runs), "No song."
         self.check_size(upload)
-        wav16 = load_audio(upload, SOURCE_SR)  # AudioError: one line naming the file
+        try:
+            wav16 = load_audio(upload, SOURCE_SR)
+        except AudioError as exc:  # one line naming the file as the user knows it, not the upload's temp path
+            raise StudioError(str(exc).replace(str(Path(upload).parent) + os.sep, "")) from None
         if not np.abs(wav16).max() > 0:
             raise StudioError(f"{Path(upload).name}: the song is silent")
         song = folder / f"song{Path(upload).suffix.lower()}"

@@ -11,7 +11,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from common.audio import AudioError
 from golden import cached_official_checkpoint
 from gvc_studio import Sessions, Studio, StudioError, StudioOptions, Work
 from pitch.csv_io import load_csv_pitch, save_csv_pitch
@@ -67,7 +66,7 @@ def test_uploads_over_the_limit_or_unreadable_give_one_line(tmp_path):
         studio.load_song(Work(session="s"), str(big))
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio")
-    with pytest.raises(AudioError, match="bad.wav: not readable as audio"):
+    with pytest.raises(StudioError, match="^bad.wav: not readable as audio"):
         studio.load_song(Work(session="s"), str(bad))
     with pytest.raises(StudioError, match="must be a .spk.npy"):
         studio.singer_path(None, str(bad))

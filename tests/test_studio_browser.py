@@ -191,6 +191,15 @@ def median_f0(wav: np.ndarray, sr: int) -> float:
 
 def test_convert_auto_edit_a_note_and_reconvert(studio, browser, tmp_path):
     d = browser()
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    d.get(studio["url"])
+    WebDriverWait(d, 30).until(lambda _: d.find_elements(By.CSS_SELECTOR, "#song input[type=file]"))
+    upload(d, "song", bad)  # a message on the page, not a traceback
+    toast = WebDriverWait(d, 30).until(lambda _: [e for e in d.find_elements(By.CSS_SELECTOR, ".toast-body")
+                                                  if "not readable" in e.text])[0]
+    assert "bad.wav: not readable as audio" in toast.text and "Traceback" not in toast.text
+    toast.find_element(By.CSS_SELECTOR, ".toast-close").click()
     open_page(d, studio["url"], studio["song"])
     d.find_element(By.ID, "auto").click()
     reason = wait_text(d, "auto-reason", "shift +12")
