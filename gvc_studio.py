@@ -151,6 +151,7 @@ class StudioOptions:
     vocoder_model: str | None = None
     hubert_model: str | None = None
     f0_method: str | None = None
+    steps: int | None = None  # the page's initial Steps (None: the model's default)
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     session_minutes: float = DEFAULT_SESSION_MINUTES
     workdir: str | None = None
@@ -164,6 +165,7 @@ class Studio:
         root = Path(opts.workdir) if opts.workdir else Path(tempfile.mkdtemp(prefix="gvc_studio_"))
         self.sessions = Sessions(root, opts.session_minutes * 60)
         self.lock = threading.Lock()  # one conversion at a time on this model
+        self.plot_lock = threading.Lock()  # preprocess_zzz's histograms use pyplot's global state
         self.missing = self._missing_pretrained()
         self.converter: Converter | None = None
         self.load_error: str | None = None
@@ -220,8 +222,9 @@ class Studio:
             return {"samplers": sorted(SAMPLERS), "sampler": "euler", "steps": 10, "temperature": 1.015}
         m, cfg = self.converter.model, self.converter.cfg
         kind = "score" if cfg.grad.decoder == "score" else "flow"
+        steps = m.default_steps if self.opts.steps is None else self.opts.steps
         return {"samplers": [k for k, v in SAMPLERS.items() if v.kind == kind], "sampler": m.default_sampler,
-                "steps": m.default_steps, "temperature": m.default_temperature}
+                "steps": steps, "temperature": m.default_temperature}
 
     # inputs -------------------------------------------------------------------------------------------------------
     def singer_choices(self) -> list[str]:
@@ -457,7 +460,8 @@ class Studio:
                 summary[singer].update(a)
         for old in folder.glob("*.f0.png"):
             old.unlink()
-        plots = [str(p) for p in plot_histograms(stats, folder)] if stats else []
+        with self.plot_lock:
+            plots = [str(p) for p in plot_histograms(stats, folder)] if stats else []
         rows = [[name, s["clips"], s["minutes"], s["voiced_ratio"], s["f0_p5_hz"], s["f0_p95_hz"],
                  s.get("silence_ratio", 0.0), s.get("clipping_ratio", 0.0), s["suspected_octave_frames"]]
                 for name, s in summary.items()]
@@ -709,7 +713,8 @@ def build_app(studio: Studio):
             data_text = gr.Markdown(elem_id="data-text")
             data_table = gr.Dataframe(headers=DATASET_COLUMNS, interactive=False, label="Singers",
                                       elem_id="data-table")
-            data_plots = gr.Gallery(label="F0 histograms", columns=2, elem_id="data-plots")
+            data_plots = gr.Gallery(label="F0 histograms", columns=2, object_fit="contain", height=420,
+                                    elem_id="data-plots")
 
         pitch_out = [notes, pitch_plot, pitch_csv, pitch_msg]
         song.upload(on_song, [song, work], [work, song_info, src_player, *pitch_out], concurrency_id=queue_id)
@@ -736,6 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default="data_gvc", help="data_gvc folder the Dataset view opens with")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="the page's initial decoder steps (default: the model's; 0 for a model trained for minutes)")
     ap.add_argument("--max_upload_mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="upload size limit (MB)")
     ap.add_argument("--session_minutes", type=float, default=DEFAULT_SESSION_MINUTES,
                     help="a session's files are removed after this many idle minutes")
@@ -755,7 +762,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     opts = StudioOptions(model=args.model, config=args.config, singers=args.singers, data=args.data,
                          device=args.device, vocoder=args.vocoder, vocoder_model=args.vocoder_model,
-                         hubert_model=args.hubert_model, f0_method=args.f0_method, max_upload_mb=args.max_upload_mb,
+                         hubert_model=args.hubert_model, f0_method=args.f0_method, steps=args.steps,
+                         max_upload_mb=args.max_upload_mb,
                          session_minutes=args.session_minutes, workdir=args.workdir)
     studio = Studio(opts)
     # Gradio's own uploads and served copies live in the studio's folder too: allowed_paths is only that folder
