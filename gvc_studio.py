@@ -163,6 +163,10 @@ class Studio:
     def __init__(self, opts: StudioOptions):
         self.opts = opts
         root = Path(opts.workdir) if opts.workdir else Path(tempfile.mkdtemp(prefix="gvc_studio_"))
+        if not opts.workdir:  # a folder of our own: gone when the studio stops
+            import atexit
+
+            atexit.register(shutil.rmtree, root, True)
         self.sessions = Sessions(root, opts.session_minutes * 60)
         self.lock = threading.Lock()  # one conversion at a time on this model
         self.plot_lock = threading.Lock()  # preprocess_zzz's histograms use pyplot's global state
@@ -782,7 +786,7 @@ def main(argv=None) -> int:
     threading.Thread(target=sweeper, daemon=True).start()
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False,
-               allowed_paths=[str(studio.sessions.root)], max_file_size=f"{args.max_upload_mb:g}mb",
+               allowed_paths=[str(studio.sessions.root)], max_file_size=int(args.max_upload_mb * 1e6),
                show_error=True, quiet=False)
     return 0
 

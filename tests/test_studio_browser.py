@@ -69,7 +69,7 @@ def studio(tmp_path_factory):
     port = free_port()
     cmd = [sys.executable, str(REPO / "gvc_studio.py"), "--model", str(cached_official_checkpoint("gvc_v3")),
            "--hubert_model", str(cached_official_checkpoint("hubert_soft", prefix="module.")), "--vocoder", "world",
-           "--singers", str(singers), "--port", str(port), "--workdir", str(tmp / "work")]
+           "--singers", str(singers), "--port", str(port), "--workdir", str(tmp / "work"), "--max_upload_mb", "0.5"]
     log = open(tmp / "studio.log", "w")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -199,6 +199,15 @@ def test_convert_auto_edit_a_note_and_reconvert(studio, browser, tmp_path):
     toast = WebDriverWait(d, 30).until(lambda _: [e for e in d.find_elements(By.CSS_SELECTOR, ".toast-body")
                                                   if "not readable" in e.text])[0]
     assert "bad.wav: not readable as audio" in toast.text and "Traceback" not in toast.text
+    toast.find_element(By.CSS_SELECTOR, ".toast-close").click()
+    big = tmp_path / "big.wav"  # 640 kB, over the studio's --max_upload_mb 0.5
+    sf.write(big, np.random.default_rng(1).uniform(-0.1, 0.1, 20 * 16000).astype(np.float32), 16000, "PCM_16")
+    d.get(studio["url"])
+    WebDriverWait(d, 30).until(lambda _: d.find_elements(By.CSS_SELECTOR, "#song input[type=file]"))
+    upload(d, "song", big)
+    toast = WebDriverWait(d, 30).until(lambda _: [e for e in d.find_elements(By.CSS_SELECTOR, ".toast-body")
+                                                  if "big.wav" in e.text])[0]
+    assert "exceed the maximum allowed size" in toast.text
     toast.find_element(By.CSS_SELECTOR, ".toast-close").click()
     open_page(d, studio["url"], studio["song"])
     d.find_element(By.ID, "auto").click()
