@@ -34,6 +34,7 @@ from common.audio import AudioError, load_audio, write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError
 from common.features import FeatureError
+from common.io import atomic_path
 from pitch.csv_io import PitchCsvError, load_csv_pitch, save_csv_pitch
 from pitch.edit import PitchEditError, apply_notes_table, frame_of, notes_table, octave_fix, snap_to_semitones
 
@@ -502,7 +503,8 @@ def save_mel_pair(source: np.ndarray, converted: np.ndarray, path: Path) -> None
         ax.set_title(title, fontsize=9)
     axes[1].set_xlabel("frame (10 ms)")
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
 
 
 def save_f0_plot(f0: np.ndarray, converted: np.ndarray | None, stats: dict | None, path: Path,
@@ -535,7 +537,8 @@ def save_f0_plot(f0: np.ndarray, converted: np.ndarray | None, stats: dict | Non
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
 
 
 def note_ticks(ax) -> None:
