@@ -1,6 +1,7 @@
 """The numbered preprocessing commands of the README, run as a user runs them (subprocesses, relative paths, from
 the folder holding data_raw/), on the committed festival corpus; then the produced tree is checked."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,8 @@ def test_numbered_pipeline_builds_the_whole_tree(tmp_path):
             assert spk.shape == (256,) and spk.dtype == np.float32 and np.isfinite(spk).all()
         mean = np.load(d / "singer" / f"{singer}.spk.npy")
         assert mean.shape == (256,) and np.isfinite(mean).all()
+        stats = json.loads((d / "singer" / f"{singer}.f0.json").read_text())  # for --shift auto
+        assert 50 < stats["p5_hz"] <= stats["p50_hz"] <= stats["p95_hz"] < 1100 and stats["pitch_files"] == len(songs)
     assert (d / "speaker" / "backend.json").is_file() and (d / "singer" / "backend.json").is_file()
     train = (tmp_path / "files" / "train.txt").read_text().splitlines()
     valid = (tmp_path / "files" / "valid.txt").read_text().splitlines()
