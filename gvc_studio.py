@@ -202,7 +202,7 @@ class Studio:
         out = []
         if self.missing:
             out.append("**Missing pretrained files** (conversion needs them):")
-            out += [f"- `{ln}`" for ln in self.missing]
+            out += ["- " + re.sub(r"([_*\[\]<>])", r"\\\1", ln) for ln in self.missing]  # wraps, unlike `code`
             if self.opts.vocoder == "bigvgan":
                 out.append("- Offline: restart with `--vocoder world` (WORLD, exact F0) or `--vocoder griffinlim` "
                            "(a phasey preview); no download needed.")
@@ -216,7 +216,8 @@ class Studio:
 
     def require_converter(self) -> Converter:
         if self.converter is None:
-            raise StudioError(self.load_error or "the model is not loaded: " + "; ".join(self.missing))
+            raise StudioError(self.load_error or "the model is not loaded: missing pretrained files (listed at the top "
+                              "of the page): " + ", ".join(ln.split(":")[0] for ln in self.missing))
         return self.converter
 
     def defaults(self) -> dict:
