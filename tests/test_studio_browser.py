@@ -37,6 +37,11 @@ if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
                 allow_module_level=True)
 
+from selenium.common.exceptions import (  # noqa: E402
+    ElementNotInteractableException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -110,13 +115,31 @@ def browser():
         d.quit()
 
 
+# Gradio (Svelte) re-renders nodes at any time: texts are read in the page by script, never through a kept element
+
+
 def text_of(d, elem_id: str) -> str:
-    return d.find_element(By.ID, elem_id).text
+    return d.execute_script("const e = document.getElementById(arguments[0]); return e ? e.innerText : '';", elem_id)
+
+
+def toasts(d) -> list[str]:
+    """The texts of the error messages on the page."""
+    return d.execute_script("return Array.from(document.querySelectorAll('.toast-body')).map(e => e.innerText)"
+                            ".filter(t => t.trim());")
+
+
+def close_toasts(d) -> None:
+    d.execute_script("document.querySelectorAll('.toast-close').forEach(b => b.click());")
+    WebDriverWait(d, 10).until(lambda _: not toasts(d))
+
+
+def wait_toast(d, needle: str) -> str:
+    return WebDriverWait(d, 30, poll_frequency=0.25).until(lambda _: next((t for t in toasts(d) if needle in t), None))
 
 
 def wait_text(d, elem_id: str, needle: str, timeout: float = WAIT) -> str:
     def check(_):
-        errors = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".toast-body") if e.text.strip()]
+        errors = toasts(d)
         if errors:
             raise AssertionError(f"error on the page while waiting for {needle!r} in #{elem_id}: {errors}")
         return needle in text_of(d, elem_id)
@@ -125,16 +148,47 @@ def wait_text(d, elem_id: str, needle: str, timeout: float = WAIT) -> str:
     return text_of(d, elem_id)
 
 
+def retry(action, tries: int = 5):
+    """Run a browser action again when Gradio replaced the element under it (or has not drawn it yet)."""
+    for i in range(tries):
+        try:
+            return action()
+        except (StaleElementReferenceException, NoSuchElementException, ElementNotInteractableException):
+            if i == tries - 1:
+                raise
+            time.sleep(0.3)
+
+
 def upload(d, elem_id: str, path: Path) -> None:
-    field = d.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=file]")
-    d.execute_script("arguments[0].style.display = 'block';", field)  # Gradio hides it behind its drop zone
-    field.send_keys(str(path))
+    def send():
+        field = d.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=file]")
+        d.execute_script("arguments[0].style.display = 'block';", field)  # Gradio hides it behind its drop zone
+        field.send_keys(str(path))
+
+    retry(send)
 
 
 def set_number(d, elem_id: str, value) -> None:
-    box = d.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
-    box.send_keys(Keys.CONTROL, "a")
-    box.send_keys(str(value), Keys.TAB)
+    def send():
+        box = d.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(str(value), Keys.TAB)
+
+    retry(send)
+    WebDriverWait(d, 10).until(lambda _: input_value(d, elem_id) == float(value))
+
+
+def input_value(d, elem_id: str) -> float | None:
+    text = d.execute_script("const e = document.querySelector(arguments[0]); return e ? e.value : '';",
+                            f"#{elem_id} input")
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def click(d, elem_id: str) -> None:
+    retry(lambda: d.find_element(By.ID, elem_id).click())
 
 
 def open_page(d, url: str, song: Path) -> None:
@@ -147,7 +201,7 @@ def open_page(d, url: str, song: Path) -> None:
 
 def convert(d, runs: int) -> str:
     """Click Convert and wait for this session's ``runs``-th result; returns the message."""
-    d.find_element(By.CSS_SELECTOR, "#convert").click()
+    click(d, "convert")
     return wait_text(d, "message", "Converted", WAIT) if runs == 1 else _wait_run(d, runs)
 
 
@@ -157,8 +211,7 @@ def _wait_run(d, runs: int) -> str:
 
 
 def download_href(d) -> str:
-    links = d.find_elements(By.CSS_SELECTOR, "#download a[href]")
-    return links[0].get_attribute("href") if links else ""
+    return d.execute_script("const a = document.querySelector('#download a[href]'); return a ? a.href : '';")
 
 
 def fetch_wav(d, tmp: Path, name: str) -> tuple[np.ndarray, int, str]:
@@ -196,24 +249,21 @@ def test_convert_auto_edit_a_note_and_reconvert(studio, browser, tmp_path):
     d.get(studio["url"])
     WebDriverWait(d, 30).until(lambda _: d.find_elements(By.CSS_SELECTOR, "#song input[type=file]"))
     upload(d, "song", bad)  # a message on the page, not a traceback
-    toast = WebDriverWait(d, 30).until(lambda _: [e for e in d.find_elements(By.CSS_SELECTOR, ".toast-body")
-                                                  if "not readable" in e.text])[0]
-    assert "bad.wav: not readable as audio" in toast.text and "Traceback" not in toast.text
-    toast.find_element(By.CSS_SELECTOR, ".toast-close").click()
+    toast = wait_toast(d, "not readable")
+    assert "bad.wav: not readable as audio" in toast and "Traceback" not in toast
+    close_toasts(d)
     big = tmp_path / "big.wav"  # 640 kB, over the studio's --max_upload_mb 0.5
     sf.write(big, np.random.default_rng(1).uniform(-0.1, 0.1, 20 * 16000).astype(np.float32), 16000, "PCM_16")
     d.get(studio["url"])
     WebDriverWait(d, 30).until(lambda _: d.find_elements(By.CSS_SELECTOR, "#song input[type=file]"))
     upload(d, "song", big)
-    toast = WebDriverWait(d, 30).until(lambda _: [e for e in d.find_elements(By.CSS_SELECTOR, ".toast-body")
-                                                  if "big.wav" in e.text])[0]
-    assert "exceed the maximum allowed size" in toast.text
-    toast.find_element(By.CSS_SELECTOR, ".toast-close").click()
+    assert "exceed the maximum allowed size" in wait_toast(d, "big.wav")
+    close_toasts(d)
     open_page(d, studio["url"], studio["song"])
-    d.find_element(By.ID, "auto").click()
+    click(d, "auto")
     reason = wait_text(d, "auto-reason", "shift +12")
     assert "singer 5-95 %" in reason
-    assert d.find_element(By.CSS_SELECTOR, "#shift input").get_attribute("value") == "12"
+    WebDriverWait(d, 10).until(lambda _: input_value(d, "shift") == 12)
     convert(d, 1)
     wav, sr, href = fetch_wav(d, tmp_path, "first.wav")
     check_wav(wav, sr)
@@ -228,17 +278,20 @@ def test_convert_auto_edit_a_note_and_reconvert(studio, browser, tmp_path):
     d.save_screenshot(str(ARTIFACTS / "studio_convert.png"))
 
     # the Pitch tab: change the first note's name to an octave above and re-convert with the edited F0
-    d.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Pitch')]").click()
-    cell = WebDriverWait(d, 20).until(lambda _: d.find_elements(By.CSS_SELECTOR, "#notes [data-testid='cell-0-4']"))[0]
-    old_name = cell.text.split()[0]  # e.g. "E3" of "E3 +3c"
-    new_name = old_name[:-1] + str(int(old_name[-1]) + 1)  # the octave above
-    ActionChains(d).double_click(cell).perform()
-    editor = WebDriverWait(d, 10).until(lambda _: d.find_elements(By.CSS_SELECTOR, "#notes textarea"))[0]
-    editor.send_keys(Keys.CONTROL, "a")
-    editor.send_keys(new_name, Keys.ENTER)
-    d.find_element(By.ID, "apply-table").click()
+    retry(lambda: d.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Pitch')]").click())
+    cell_css = "#notes [data-testid='cell-0-4']"
+    WebDriverWait(d, 20).until(lambda _: d.find_elements(By.CSS_SELECTOR, cell_css))
+    old_name = d.execute_script("return document.querySelector(arguments[0]).innerText;", cell_css).split()[0]
+    new_name = old_name[:-1] + str(int(old_name[-1]) + 1)  # the octave above ("E3" of "E3 +3c" -> "E4")
+    retry(lambda: ActionChains(d).double_click(d.find_element(By.CSS_SELECTOR, cell_css)).perform())
+    retry(lambda: d.find_element(By.CSS_SELECTOR, "#notes textarea").send_keys(Keys.CONTROL, "a"))
+    retry(lambda: d.find_element(By.CSS_SELECTOR, "#notes textarea").send_keys(new_name, Keys.ENTER))
+    WebDriverWait(d, 10).until(  # (a selected cell also shows its menu button)
+        lambda _: d.execute_script("return document.querySelector(arguments[0]).innerText;", cell_css).split()[:1]
+        == [new_name])
+    click(d, "apply-table")
     wait_text(d, "pitch-msg", "1 note(s) changed", 30)
-    d.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Convert')]").click()
+    retry(lambda: d.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Convert')]").click())
     message = convert(d, 2)
     assert "with the edited pitch" in message
     edited, sr, href = fetch_wav(d, tmp_path, "edited.wav")
@@ -252,8 +305,8 @@ def test_two_sessions_converting_at_once_get_their_own_results(studio, browser, 
     for d in (a, b):
         open_page(d, studio["url"], studio["song"])
     set_number(b, "shift", 12)
-    a.find_element(By.ID, "convert").click()
-    b.find_element(By.ID, "convert").click()
+    click(a, "convert")
+    click(b, "convert")
     for d in (a, b):
         wait_text(d, "message", "Converted", 2 * WAIT)
     wav_a, sr_a, href_a = fetch_wav(a, tmp_path, "a.wav")
