@@ -65,19 +65,26 @@ def one_line(exc: BaseException) -> str:
 
 
 class Sessions:
-    """Per-session work folders under ``root``; a folder idle for more than ``ttl_s`` seconds is removed by
-    ``sweep`` (called on every request and by a timer)."""
+    """Per-session work folders in ``<root>/sessions``; a folder idle for more than ``ttl_s`` seconds is removed by
+    ``sweep`` (called on every request and by a timer). Only folders this class made (they hold a marker file) are
+    ever removed, whatever else ``root`` holds."""
+
+    MARKER = ".gvc_studio_session"
 
     def __init__(self, root: Path, ttl_s: float):
         self.root = Path(root)
+        self.dir = self.root / "sessions"  # the only folder the page serves files from (with Gradio's own cache)
         self.ttl_s = float(ttl_s)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, session_id: str) -> Path:
+        return self.dir / (re.sub(r"[^A-Za-z0-9_-]", "", session_id or "")[:64] or "anonymous")
 
     def folder(self, session_id: str) -> Path:
         """The session's folder (made if needed), marked as used now."""
-        sid = re.sub(r"[^A-Za-z0-9_-]", "", session_id or "")[:64] or "anonymous"
-        path = self.root / sid
+        path = self._path(session_id)
         path.mkdir(parents=True, exist_ok=True)
+        (path / self.MARKER).touch()
         os.utime(path)
         return path
 
@@ -85,14 +92,17 @@ class Sessions:
         """Remove session folders unused for more than ``ttl_s``; returns the removed folders."""
         now = time.time() if now is None else now
         removed = []
-        for path in self.root.iterdir():
-            if path.is_dir() and path.name != "gradio" and now - path.stat().st_mtime > self.ttl_s:
+        for path in self.dir.iterdir():
+            if (path / self.MARKER).is_file() and now - path.stat().st_mtime > self.ttl_s:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
         return removed
 
     def drop(self, session_id: str) -> None:
-        shutil.rmtree(self.root / re.sub(r"[^A-Za-z0-9_-]", "", session_id or ""), ignore_errors=True)
+        """Remove a session's folder now (its browser tab was closed)."""
+        path = self._path(session_id)
+        if (path / self.MARKER).is_file():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -774,7 +784,7 @@ def main(argv=None) -> int:
                          max_upload_mb=args.max_upload_mb,
                          session_minutes=args.session_minutes, workdir=args.workdir)
     studio = Studio(opts)
-    # Gradio's own uploads and served copies live in the studio's folder too: allowed_paths is only that folder
+    # Gradio's own uploads and served copies live in the studio's folder too; allowed_paths: the sessions only
     os.environ["GRADIO_TEMP_DIR"] = str(studio.sessions.root / "gradio")
     for line in studio.missing:
         log.warning(line)
@@ -790,7 +800,7 @@ def main(argv=None) -> int:
     threading.Thread(target=sweeper, daemon=True).start()
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False,
-               allowed_paths=[str(studio.sessions.root)], max_file_size=int(args.max_upload_mb * 1e6),
+               allowed_paths=[str(studio.sessions.dir)], max_file_size=int(args.max_upload_mb * 1e6),
                show_error=True, quiet=False)
     return 0
 

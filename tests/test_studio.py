@@ -41,7 +41,8 @@ def setup(tmp_path_factory):
 
 def loaded(setup, session: str) -> Work:
     work, msg = setup["studio"].load_song(Work(session=session), str(setup["song"]))
-    assert "1.00 s" in msg and work.f0 is not None and work.song.startswith(str(setup["tmp"] / "work" / session))
+    assert "1.00 s" in msg and work.f0 is not None
+    assert work.song.startswith(str(setup["tmp"] / "work" / "sessions" / session))
     return work
 
 
@@ -80,19 +81,22 @@ def test_binds_to_this_machine_by_default():
 
 
 def test_sessions_have_their_own_folders_and_idle_ones_are_removed(tmp_path):
-    sessions = Sessions(tmp_path, ttl_s=60)
-    a, b = sessions.folder("aaa"), sessions.folder("../bbb")
-    assert a.parent == b.parent == tmp_path and a != b and b.name == "bbb"  # no escape from the root
-    (a / "x.wav").write_bytes(b"x")
-    assert sessions.sweep(now=time.time() + 30) == []
-    sessions.folder("bbb")  # used again: stays
-    old = time.time() - 120
     import os
 
+    (tmp_path / "mine").mkdir()  # a folder of the user's in --workdir: never touched
+    sessions = Sessions(tmp_path, ttl_s=60)
+    a, b = sessions.folder("aaa"), sessions.folder("../bbb")
+    assert a.parent == b.parent == tmp_path / "sessions" and a != b and b.name == "bbb"  # no escape from the root
+    (a / "x.wav").write_bytes(b"x")
+    assert sessions.sweep(now=time.time() + 30) == []
+    old = time.time() - 120
     os.utime(a, (old, old))
+    (tmp_path / "sessions" / "other").mkdir()
+    os.utime(tmp_path / "sessions" / "other", (old, old))
     assert sessions.sweep() == [a] and not a.exists() and b.exists()
     sessions.drop("bbb")
-    assert not b.exists()
+    sessions.drop("")
+    assert not b.exists() and (tmp_path / "mine").is_dir() and (tmp_path / "sessions" / "other").is_dir()
 
 
 def test_auto_key_from_the_singers_statistics(setup):
