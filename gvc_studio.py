@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +134,6 @@ class Result:
     message: str
     seconds: float = 0.0
     shift: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -355,6 +354,10 @@ class Studio:
                                   temperature=temperature, sampler=sampler or None, seed=seed)
             report(0.8, "pitch sine")
             pitch_wav = conv.pitch_wav(result.f0, seed)
+            report(0.85, "F0 of the result")
+            import soxr
+
+            out_f0 = conv.f0(soxr.resample(result.wav, sr, SOURCE_SR, quality="HQ").astype(np.float32))
         seconds = time.perf_counter() - t0
         out = Path(f"{stem}_{Path(singer).name.removesuffix('.spk.npy')}.wav")
         from bigvgan.model import to_int16
@@ -368,7 +371,6 @@ class Studio:
 
         src_mel = mel_from_config(torch.from_numpy(load_audio(work.song, sr)), conv.cfg.data)
         save_mel_pair(src_mel.numpy(), result.mel.float().numpy(), mel_png)
-        out_f0 = conv.f0(load_audio(out, SOURCE_SR))
         try:
             stats = self.singer_stats(singer, singer2, mix)
         except ValueError:  # KeyStatsError: no band on the plot
