@@ -27,7 +27,16 @@ from common.config import ConfigError
 from common.features import FeatureError
 from common.io import DiskFullError
 from common.runtime import drop_primitive_cache, tune_allocator
-from conversion import Converter, InferenceError, companion_paths, log_rss, mix_speakers, shift_f0, write_outputs
+from conversion import (
+    Converter,
+    InferenceError,
+    companion_paths,
+    log_rss,
+    mix_speakers,
+    pretrained_files,
+    shift_f0,
+    write_outputs,
+)
 
 log = logging.getLogger("gvc_inference")
 
@@ -131,17 +140,10 @@ def folder_jobs(wave: Path, out_root: Path, png: bool, extra: dict) -> list:
 def check_pretrained(args) -> None:
     """Every pretrained file this run needs, before any is loaded: all the missing ones in one error, each with the
     flag that gives its path and the offline alternative."""
-    from bigvgan.model import DEFAULT_CHECKPOINT as BIGVGAN_FILE
-    from common.checkpoint import Pretrained, require_pretrained
-    from hubert.model import DEFAULT_CHECKPOINT as HUBERT_FILE
+    from common.checkpoint import require_pretrained
 
-    files = [Pretrained(args.model, "gvc", "--model")]
-    if args.vec is None or Path(args.wave).is_dir():
-        files.append(Pretrained(args.hubert_model or HUBERT_FILE, "hubert", "--hubert_model"))
-    if args.vocoder == "bigvgan":
-        files.append(Pretrained(args.vocoder_model or BIGVGAN_FILE, "bigvgan", "--vocoder_model",
-                                "--vocoder world or --vocoder griffinlim (no download)"))
-    require_pretrained(files)
+    require_pretrained(pretrained_files(args.model, args.hubert_model, args.vocoder, args.vocoder_model,
+                                        units_given=args.vec is not None and not Path(args.wave).is_dir()))
 
 
 def make_converter(args) -> Converter:

@@ -16,12 +16,21 @@ Dependencies point one way: ``common`` <- ``grad``/``bigvgan``/``hubert``/``pitc
 
 from conversion.converter import Conversion, Converter
 from conversion.crossfade import crossfade_weights, windows
-from conversion.inputs import MAX_SHIFT, PITCH_SLACK, InferenceError, align, mix_speakers, read_pitch_file, shift_f0
+from conversion.inputs import (
+    MAX_SHIFT,
+    PITCH_SLACK,
+    InferenceError,
+    align,
+    mix_speakers,
+    pretrained_files,
+    read_pitch_file,
+    shift_f0,
+)
 from conversion.outputs import companion_paths, save_mel_image, write_outputs
 from conversion.progress import log_rss, progress_bar
 
 __all__ = [
     "MAX_SHIFT", "PITCH_SLACK", "Conversion", "Converter", "InferenceError", "align", "companion_paths",
-    "crossfade_weights", "log_rss", "mix_speakers", "progress_bar", "read_pitch_file", "save_mel_image", "shift_f0",
-    "windows", "write_outputs",
+    "crossfade_weights", "log_rss", "mix_speakers", "pretrained_files", "progress_bar", "read_pitch_file",
+    "save_mel_image", "shift_f0", "windows", "write_outputs",
 ]

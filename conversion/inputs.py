@@ -81,3 +81,21 @@ def read_pitch_file(path: str) -> np.ndarray:
     if f0.ndim != 1 or not np.isfinite(f0).all() or (f0 < 0).any():
         raise InferenceError(f"{path}: F0 must be finite, >= 0 Hz, one value per frame")
     return f0
+
+
+def pretrained_files(model: str, hubert_model: str | None = None, vocoder: str = "bigvgan",
+                     vocoder_model: str | None = None, units_given: bool = False) -> list:
+    """The pretrained files a conversion needs (``common.checkpoint.Pretrained``: path, where to get it, the
+    ``gvc_inference.py`` flag that overrides it, the offline alternative): the model, HuBERT unless the units are
+    given, NSF-BigVGAN for ``vocoder="bigvgan"``."""
+    from bigvgan.model import DEFAULT_CHECKPOINT as BIGVGAN_FILE
+    from common.checkpoint import Pretrained
+    from hubert.model import DEFAULT_CHECKPOINT as HUBERT_FILE
+
+    files = [Pretrained(model, "gvc", "--model")]
+    if not units_given:
+        files.append(Pretrained(hubert_model or HUBERT_FILE, "hubert", "--hubert_model"))
+    if vocoder == "bigvgan":
+        files.append(Pretrained(vocoder_model or BIGVGAN_FILE, "bigvgan", "--vocoder_model",
+                                "--vocoder world or --vocoder griffinlim (no download)"))
+    return files
