@@ -96,6 +96,7 @@ class InferConfig:
     vocoder_chunk: int = 2400
     vocoder_overlap: int = 32
     batch_windows: int = 1
+    cpu_kernels: bool = True
 
 
 @dataclass

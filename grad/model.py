@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from grad.diffusion import ScoreDiffusion
 from grad.encoder import PriorEncoder
 from grad.estimator import UNetEstimator
+from grad.estimator_cpu import CPUUNetEstimator
 from grad.flow import FlowMatching
 from grad.samplers import NoiseSource, as_noise_source
 from grad.ssim import ssim_loss
@@ -37,9 +38,11 @@ class GradSVC(nn.Module):
     """The acoustic model, built from ``cfg.grad`` (``common.config.GradConfig`` or its DictConfig).
 
     ``decoder``: "score" (V2 VP-SDE), "flow" (V3 CFM, sigma_min from the config) or "rectified" (sigma_min = 0).
+    ``cpu_kernels`` (``infer.cpu_kernels``, for conversion only) builds the U-Net with its CPU inference forward
+    (``grad.estimator_cpu``: faster on CPU, no gradients, the same state dict); training uses the reference.
     """
 
-    def __init__(self, gcfg):
+    def __init__(self, gcfg, cpu_kernels: bool = False):
         super().__init__()
         self.version = str(gcfg.version)
         self.decoder_kind = str(gcfg.decoder)
@@ -51,7 +54,8 @@ class GradSVC(nn.Module):
         self.spk_emb = nn.Linear(int(gcfg.n_spks), int(gcfg.n_embs))
         self.encoder = PriorEncoder(int(gcfg.n_vecs), self.n_mels, int(gcfg.n_embs), int(gcfg.n_spks),
                                     int(gcfg.n_enc_channels), int(gcfg.filter_channels))
-        estimator = UNetEstimator(int(gcfg.dec_dim), self.n_mels, int(gcfg.n_embs), float(gcfg.pe_scale))
+        unet = CPUUNetEstimator if cpu_kernels else UNetEstimator
+        estimator = unet(int(gcfg.dec_dim), self.n_mels, int(gcfg.n_embs), float(gcfg.pe_scale))
         if self.decoder_kind == "score":
             self.decoder = ScoreDiffusion(estimator, float(gcfg.beta_min), float(gcfg.beta_max))
         elif self.decoder_kind == "flow":
