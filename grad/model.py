@@ -51,8 +51,8 @@ class GradSVC(nn.Module):
         self.default_steps = int(gcfg.n_timesteps)
         self.default_temperature = float(gcfg.temperature)
         self.pit_emb = nn.Embedding(int(gcfg.n_pits), int(gcfg.n_embs))
-        self.spk_emb = nn.Linear(int(gcfg.n_spks), int(gcfg.n_embs))
-        self.encoder = PriorEncoder(int(gcfg.n_vecs), self.n_mels, int(gcfg.n_embs), int(gcfg.n_spks),
+        self.spk_emb = nn.Linear(int(gcfg.spk_dim), int(gcfg.n_embs))
+        self.encoder = PriorEncoder(int(gcfg.n_vecs), self.n_mels, int(gcfg.n_embs), int(gcfg.spk_dim),
                                     int(gcfg.n_enc_channels), int(gcfg.filter_channels))
         unet = CPUUNetEstimator if cpu_kernels else UNetEstimator
         estimator = unet(int(gcfg.dec_dim), self.n_mels, int(gcfg.n_embs), float(gcfg.pe_scale))
