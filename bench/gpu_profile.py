@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         for precision in ("fp32", "fp16") if device.type == "cuda" else ("fp32",):
             def unet(precision=precision):
                 with autocast_context(device, precision):
-                    est(s64, x, mask, mu, tt)
+                    est(x, mask, mu, tt, s64)
 
             def vocoder(precision=precision):
                 with autocast_context(device, precision):

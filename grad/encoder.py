@@ -242,8 +242,8 @@ class SpeakerClassifier(nn.Module):
 
 
 class PriorEncoder(nn.Module):
-    """units [B, n_vecs, T], pitch embedding [B, n_embs, T], speaker embedding [B, n_embs] -> (mu [B, n_mels, T],
-    mask [B, 1, T] float, prenet output [B, channels, T]); T frames at 100 Hz, lengths [B] int64."""
+    """units [B, n_vecs, T], F0 embedding [B, n_embs, T], speaker embedding [B, n_embs], lengths [B] int64 ->
+    (mu [B, n_mels, T], mask [B, 1, T] float, prenet output [B, channels, T]); T frames at 100 Hz."""
 
     def __init__(self, n_vecs: int, n_mels: int, n_embs: int, spk_dim: int, channels: int, filter_channels: int):
         super().__init__()
@@ -253,11 +253,11 @@ class PriorEncoder(nn.Module):
         self.encoder = RelativeTransformer(width, filter_channels, N_HEADS, N_LAYERS, FFN_KERNEL, DROPOUT, REL_WINDOW)
         self.proj_m = nn.Conv1d(width, n_mels, 1)
 
-    def forward(self, lengths: torch.Tensor, units: torch.Tensor, pit_emb: torch.Tensor, spk_emb: torch.Tensor
+    def forward(self, units: torch.Tensor, f0_emb: torch.Tensor, spk: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t = units.shape[-1]
         mask = sequence_mask(lengths, t).unsqueeze(1).to(units.dtype)
         h = self.prenet(units, mask)
-        x = torch.cat([h, pit_emb, spk_emb.unsqueeze(-1).expand(-1, -1, t)], dim=1)
+        x = torch.cat([h, f0_emb, spk.unsqueeze(-1).expand(-1, -1, t)], dim=1)
         x = self.encoder(x, mask)
         return self.proj_m(x) * mask, mask, h

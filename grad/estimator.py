@@ -1,9 +1,9 @@
 """U-Net estimator of the decoder (Grad-TTS ``GradLogPEstimator2d``): the score (V2) or velocity (V3) field.
 
-Input x, mu [B, n_mels, T] (T a multiple of 4), mask [B, 1, T], speaker embedding [B, n_embs], time t [B] or 0-d
-in [0, 1]; output [B, n_mels, T] (masked). The mel is treated as a one-channel image [B, C, n_mels, T]: channels
-96 -> 192 -> 384 at full, half and quarter resolution, linear attention and Rezero gates at every level.
-Submodule names follow the official checkpoint (``decoder.estimator.*``).
+Input x, mu [B, n_mels, T] (T a multiple of 4), mask [B, 1, T], time t [B] or 0-d in [0, 1], speaker embedding
+spk [B, n_embs] (Matcha's order ``(x, mask, mu, t, spks)``); output [B, n_mels, T] (masked). The mel is treated as
+a one-channel image [B, C, n_mels, T]: channels 96 -> 192 -> 384 at full, half and quarter resolution, linear
+attention and Rezero gates at every level. Submodule names follow the official checkpoint (``decoder.estimator.*``).
 """
 
 from __future__ import annotations
@@ -166,9 +166,9 @@ class UNetEstimator(nn.Module):
             t = t.expand(batch)
         return self.mlp(sinusoidal_embedding(t, self.dim, self.pe_scale))
 
-    def forward(self, spk: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor,
-                t: torch.Tensor) -> torch.Tensor:
-        """spk [B, emb_dim], x [B, n_mels, T], mask [B, 1, T], mu [B, n_mels, T], t [B] or 0-d -> [B, n_mels, T]."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor, t: torch.Tensor,
+                spk: torch.Tensor) -> torch.Tensor:
+        """x [B, n_mels, T], mask [B, 1, T], mu [B, n_mels, T], t [B] or 0-d, spk [B, emb_dim] -> [B, n_mels, T]."""
         t_emb = self.time_embedding(t, x.shape[0])
         s = self.spk_mlp(spk).unsqueeze(-1).expand(-1, -1, x.shape[-1])
         # channels-last activations: the same numbers in the memory layout the convolution kernels prefer

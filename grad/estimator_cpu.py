@@ -191,9 +191,9 @@ def upsample(module: Upsample, x: torch.Tensor) -> torch.Tensor:
 class CPUUNetEstimator(UNetEstimator):
     """``UNetEstimator`` with the CPU inference forward of this module (see its docstring); same state dict."""
 
-    def forward(self, spk: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor,
-                t: torch.Tensor) -> torch.Tensor:
-        """spk [B, emb_dim], x [B, n_mels, T], mask [B, 1, T], mu [B, n_mels, T], t [B] or 0-d -> [B, n_mels, T]."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor, t: torch.Tensor,
+                spk: torch.Tensor) -> torch.Tensor:
+        """x [B, n_mels, T], mask [B, 1, T], mu [B, n_mels, T], t [B] or 0-d, spk [B, emb_dim] -> [B, n_mels, T]."""
         if torch.is_grad_enabled():
             raise RuntimeError("CPUUNetEstimator is for inference (under torch.inference_mode or no_grad); "
                                "train with the reference UNetEstimator (GradSVC(cpu_kernels=False))")
@@ -201,7 +201,7 @@ class CPUUNetEstimator(UNetEstimator):
         s = self.spk_mlp(spk).unsqueeze(-1).expand(-1, -1, x.shape[-1])
         h = torch.stack([mu, x, s], 1)
         if not applies(h):
-            return super().forward(spk, x, mask, mu, t)
+            return super().forward(x, mask, mu, t, spk)
         # the mask of each resolution [B, 1, 1, T / 2^i]; None where every frame is valid (one whole utterance or a
         # full window)
         full = bool(mask.min() > 0)

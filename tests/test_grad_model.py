@@ -251,14 +251,14 @@ def test_cpu_estimator_matches_the_reference_u_net(base):
     spk, t = torch.randn(2, 64, generator=g), torch.tensor([0.3, 0.8])
     for mask in (torch.ones(2, 1, t_len), sequence_mask(torch.tensor([48, 37]), t_len).float()[:, None]):
         with torch.inference_mode():
-            fast = fast_est(spk, x, mask, mu, t)
-            plain = est(spk, x, mask, mu, t)
+            fast = fast_est(x, mask, mu, t, spk)
+            plain = est(x, mask, mu, t, spk)
         assert (fast - plain).abs().max() <= 5e-5 * plain.abs().max()  # Winograd F(6x6, 3x3) in float32: ~1e-5
         assert torch.equal(fast * (1 - mask), torch.zeros_like(fast))
     with torch.enable_grad():
-        trained = est(spk, x, mask, mu, t)
+        trained = est(x, mask, mu, t, spk)
         with pytest.raises(RuntimeError, match="inference"):
-            fast_est(spk, x, mask, mu, t)
+            fast_est(x, mask, mu, t, spk)
     assert trained.requires_grad
     assert torch.equal(trained.detach(), plain)
 
