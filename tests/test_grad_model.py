@@ -275,6 +275,27 @@ def test_cpu_kernels_are_chosen_by_the_config_for_inference_only(tiny_cfg, tmp_p
     assert type(GradSVC(tiny_cfg.grad, cpu_kernels=True).decoder.estimator) is CPUUNetEstimator
 
 
+def test_cpu_estimator_without_nnpack_or_float32_is_the_reference(monkeypatch):
+    """Where its kernels do not apply (NNPACK missing or refused, float64) the CPU U-Net runs the reference forward:
+    the same numbers, bit for bit."""
+    import grad.estimator_cpu as cpu
+
+    torch.manual_seed(5)
+    ref = UNetEstimator(8).eval()
+    fast = CPUUNetEstimator(8).eval()
+    fast.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(6)
+    x, mu, spk = torch.randn(2, 100, 16, generator=g), torch.randn(2, 100, 16, generator=g), torch.randn(2, 64)
+    mask, t = sequence_mask(torch.tensor([16, 9]), 16).float()[:, None], torch.tensor([0.2, 0.9])
+    with torch.inference_mode():
+        expected = ref(x, mask, mu, t, spk)
+        monkeypatch.setattr(cpu, "_NNPACK", False)
+        assert torch.equal(fast(x, mask, mu, t, spk), expected)
+        monkeypatch.undo()
+        args64 = [a.double() for a in (x, mask, mu, t, spk)]
+        assert torch.equal(fast.double()(*args64), ref.double()(*args64))
+
+
 def test_algebraic_mish_matches_torch():
     """mish_ (x - 2x / ((1 + e^x)^2 + 1), in blocks) equals F.mish within float32 rounding over the whole range,
     in place, across block boundaries; other layouts (channels-last, strided) go to torch's Mish in place."""
