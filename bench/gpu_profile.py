@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     lengths = torch.full((b,), t, device=device, dtype=torch.long)
     vec = torch.randn(b, t, cfg.grad.n_vecs, device=device)
     pit = torch.rand(b, t, device=device) * 300 + 100
-    spk = torch.nn.functional.normalize(torch.randn(b, cfg.grad.n_spks, device=device), dim=-1)
+    spk = torch.nn.functional.normalize(torch.randn(b, cfg.grad.spk_dim, device=device), dim=-1)
     optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
     segment = int(cfg.train.segment_frames)
     for precision in ("fp32", "bf16") if device.type == "cuda" else ("fp32",):
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         for precision in ("fp32", "fp16") if device.type == "cuda" else ("fp32",):
             def unet(precision=precision):
                 with autocast_context(device, precision):
-                    est(s64, x, mask, mu, tt)
+                    est(x, mask, mu, tt, s64)
 
             def vocoder(precision=precision):
                 with autocast_context(device, precision):

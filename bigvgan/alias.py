@@ -50,11 +50,10 @@ def replicate_pad(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
 
 
 class UpSample1d(nn.Module):
-    """``(B, C, T)`` -> ``(B, C, ratio * T)``: zero-stuffing + low-pass ``filter``, replicate edges.
+    """``(B, C, T)`` -> ``(B, C, ratio * T)``: zero-stuffing + low-pass ``filter`` (a strided depthwise transposed
+    conv, times ``ratio`` for the gain), replicate edges, as the original (alias-free-torch).
 
-    The original computes ``ratio * conv_transpose1d(replicate_pad(x, pad), filter, stride=ratio)`` and crops
-    ``crop_left`` / ``crop_right`` samples. Here the same sum is split into its ``ratio`` polyphase branches, each an
-    ordinary depthwise conv over ``x`` (on CPU a depthwise transposed conv is ~6x slower than a depthwise conv).
+    The CPU inference path computes the same sum in polyphase form (``bigvgan.generator_cpu.polyphase_weights``).
     """
 
     def __init__(self, ratio: int = 2, kernel_size: int = 12) -> None:
@@ -65,33 +64,13 @@ class UpSample1d(nn.Module):
         self.crop_left = self.pad * ratio + (kernel_size - ratio) // 2
         self.crop_right = self.pad * ratio + (kernel_size - ratio + 1) // 2
         self.register_buffer("filter", kaiser_sinc_filter(0.5 / ratio, 0.6 / ratio, kernel_size))
-        # output sample ratio * i + phase = ratio * sum of filter[t] * x[i + d] over the taps t with
-        # (phase + crop_left - t) % ratio == 0, where d = (phase + crop_left - t) // ratio - pad
-        taps = [
-            (phase, t, (phase + self.crop_left - t) // ratio - self.pad)
-            for phase in range(ratio) for t in range(kernel_size) if (phase + self.crop_left - t) % ratio == 0
-        ]
-        self._d_min = min(d for _, _, d in taps)
-        self._d_max = max(d for _, _, d in taps)
-        self._phase_of_tap = [phase for phase, _, _ in taps]
-        self._tap = [t for _, t, _ in taps]
-        self._pos_of_tap = [d - self._d_min for _, _, d in taps]
-
-    def polyphase_weights(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``(ratio, d_max - d_min + 1)``: row ``phase`` is the FIR producing output samples ``ratio * i + phase``."""
-        f = self.filter.reshape(-1).to(dtype)
-        w = f.new_zeros(self.ratio, self._d_max - self._d_min + 1)
-        w[self._phase_of_tap, self._pos_of_tap] = self.ratio * f[self._tap]
-        return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, length = x.shape
-        xp = replicate_pad(x, -self._d_min, self._d_max)
-        w = self.polyphase_weights(x.dtype)
-        out = x.new_empty(batch, channels, length, self.ratio)
-        for phase in range(self.ratio):
-            out[..., phase] = F.conv1d(xp, w[phase].view(1, 1, -1).expand(channels, -1, -1), groups=channels)
-        return out.view(batch, channels, length * self.ratio)
+        channels = x.shape[1]
+        x = replicate_pad(x, self.pad, self.pad)
+        x = self.ratio * F.conv_transpose1d(x, self.filter.to(x.dtype).expand(channels, -1, -1), stride=self.ratio,
+                                            groups=channels)
+        return x[..., self.crop_left: x.shape[-1] - self.crop_right]
 
 
 class LowPassFilter1d(nn.Module):
@@ -137,12 +116,7 @@ class SnakeBeta(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = torch.exp(self.alpha)[None, :, None].to(x.dtype)
         inv_beta = (1.0 / (torch.exp(self.beta)[None, :, None] + 1e-9)).to(x.dtype)
-        if torch.is_grad_enabled():
-            return x + inv_beta * torch.sin(x * alpha).pow(2)
-        # inference: one temporary instead of four (measured ~30% faster on CPU for long signals)
-        out = x * alpha
-        out.sin_().square_().mul_(inv_beta).add_(x)
-        return out
+        return x + inv_beta * torch.sin(x * alpha).pow(2)
 
 
 class SnakeAlias(nn.Module):

@@ -10,8 +10,8 @@ audio ``(B, 1, 320 T)`` at 32 kHz in (-1, 1). The architecture is fixed by ``nsf
     -> anti-aliased SnakeBeta -> conv_post (k7, no bias) -> tanh
 
 The harmonic source (``bigvgan.nsf``) enters every stage through ``noise_convs[i]``, a strided conv from the audio
-rate down to that stage's rate. Weight norm is kept as ``weight_g`` / ``weight_v`` pairs so official files load
-as they are; ``remove_weight_norm()`` folds them (about as accurate, and faster).
+rate down to that stage's rate. Weight norm is kept as ``weight_g`` / ``weight_v`` pairs (``bigvgan.weightnorm``) so
+official files load as they are; ``remove_weight_norm()`` folds them (about as accurate, and faster).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from torch import nn
 
 from bigvgan.alias import SnakeAlias
 from bigvgan.chunks import Window, synthesize_chunked
+from bigvgan.generator_cpu import decode_cpu, usable
 from bigvgan.nsf import HarmonicSource, harmonic_phase_offset, upsample_f0
-from bigvgan.nwc import decode_nwc, usable
+from bigvgan.weightnorm import WNConv1d, WNConvTranspose1d
 from common.checkpoint import CheckpointError, load_checkpoint, load_state_report, strip_prefix
 from common.runtime import release_memory
 
@@ -74,70 +75,6 @@ class GeneratorConfig:
         if int(data_cfg.hop_length) != cfg.hop_length:
             raise ValueError(f"data.hop_length {data_cfg.hop_length} != the vocoder's upsampling {cfg.hop_length}")
         return cfg
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# weight-normalised convolutions with the state-dict names of torch.nn.utils.weight_norm (weight_g, weight_v)
-
-
-def _apply_weight_norm(conv: nn.Module) -> None:
-    weight = conv.weight.detach()
-    del conv.weight
-    conv.weight_v = nn.Parameter(weight.clone())
-    conv.weight_g = nn.Parameter(_norm_dim0(weight))
-
-
-def _norm_dim0(v: torch.Tensor) -> torch.Tensor:
-    """L2 norm over every axis but 0, shaped ``(C0, 1, 1)`` (``norm_except_dim(v, 2, 0)``)."""
-    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).view(-1, *([1] * (v.dim() - 1)))
-
-
-def _effective_weight(conv: nn.Module) -> torch.Tensor:
-    if "weight_v" in conv._parameters:
-        return conv.weight_v * (conv.weight_g / _norm_dim0(conv.weight_v))
-    return conv.weight
-
-
-def _fold_weight_norm(conv: nn.Module) -> None:
-    if "weight_v" not in conv._parameters:
-        return
-    weight = _effective_weight(conv).detach()
-    del conv.weight_v, conv.weight_g
-    conv.weight = nn.Parameter(weight)
-
-
-class WNConv1d(nn.Conv1d):
-    """``nn.Conv1d`` with weight norm over output channels (dim 0); ``fold()`` turns it into a plain conv."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _apply_weight_norm(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, _effective_weight(self), self.bias)
-
-    def fold(self) -> None:
-        _fold_weight_norm(self)
-
-
-class WNConvTranspose1d(nn.ConvTranspose1d):
-    """``nn.ConvTranspose1d`` with weight norm over dim 0, which for a transposed conv is the INPUT channel axis."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _apply_weight_norm(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose1d(
-            x, _effective_weight(self), self.bias, self.stride, self.padding, self.output_padding, self.groups,
-            self.dilation,
-        )
-
-    def fold(self) -> None:
-        _fold_weight_norm(self)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 
 
 class AMPBlock(nn.Module):
@@ -207,7 +144,7 @@ class Generator(nn.Module):
         ch = c0 // 2 ** len(rates)
         self.activation_post = SnakeAlias(ch, cfg.alias_ratio, cfg.alias_kernel_size)
         self.conv_post = nn.Conv1d(ch, 1, 7, 1, padding=3, bias=False)
-        # float32 inference on CPU runs channels-last with polyphase resampling (bigvgan.nwc): ~1.6x faster there
+        # float32 inference on CPU: channels-last, polyphase resampling (bigvgan.generator_cpu), ~1.6x faster there
         self.fast_cpu = True
 
     # -- the source ----------------------------------------------------------------------------------------------
@@ -240,7 +177,7 @@ class Generator(nn.Module):
         """Mel ``(B, 100, T)`` + excitation ``(B, 320 T, 1)`` -> ``{"conv_pre_out" (B, 320, T),
         "conv_post_out" (B, 1, 320 T) (before tanh), "audio" (B, 1, 320 T)}``."""
         if self.fast_cpu and usable(mel):
-            return decode_nwc(self, mel, har_source)
+            return decode_cpu(self, mel, har_source)
         source = har_source.transpose(1, 2)
         x = self.conv_pre(mel)
         conv_pre_out = x

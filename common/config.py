@@ -18,6 +18,20 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO_ROOT / "configs" / "base.yaml"
+# frames per second of the mel, the F0 and the (repeated) units; fixed by the pretrained feature models: HuBERT-soft
+# gives 16000 / 320 = 50 units/s, repeated x2 (hubert.model.SAMPLE_RATE, HOP), F0 frames are 10 ms (pitch.f0.HOP)
+FRAME_RATE = 100
+
+# Keys of earlier configs (our checkpoints store the whole config): renamed ones are read under their new name,
+# removed ones are dropped; each with a logged note. A removed key that mirrored a constant must hold its value.
+RENAMED_KEYS = {"grad.n_spks": "grad.spk_dim"}
+REMOVED_KEYS: dict[str, tuple[Any, str]] = {
+    "data.segment_size": (None, "nothing reads it (the original's vocoder training segment)"),
+    "data.max_wav_value": (None, "int16 full scale is a constant (bigvgan.model.MAX_WAV_VALUE)"),
+    "data.content_sampling_rate": (16000, "fixed by HuBERT-soft (hubert.model.SAMPLE_RATE)"),
+    "data.content_hop": (320, "fixed by HuBERT-soft (hubert.model.HOP)"),
+    "data.pitch_hop": (160, "the 10 ms F0 frames at 16 kHz (pitch.f0.HOP)"),
+}
 
 
 @dataclass
@@ -50,8 +64,6 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    segment_size: int = 16000
-    max_wav_value: float = 32768.0
     sampling_rate: int = 32000
     filter_length: int = 1024
     hop_length: int = 320
@@ -59,9 +71,6 @@ class DataConfig:
     mel_channels: int = 100
     mel_fmin: float = 40.0
     mel_fmax: float = 16000.0
-    content_sampling_rate: int = 16000
-    content_hop: int = 320
-    pitch_hop: int = 160
     min_frames: int = 250
     max_frames: int = 500
     f0_method: str = "praat"
@@ -75,7 +84,7 @@ class GradConfig:
     n_mels: int = 100
     n_vecs: int = 256
     n_pits: int = 256
-    n_spks: int = 256
+    spk_dim: int = 256
     n_embs: int = 64
     n_enc_channels: int = 192
     filter_channels: int = 512
@@ -96,6 +105,7 @@ class InferConfig:
     vocoder_chunk: int = 2400
     vocoder_overlap: int = 32
     batch_windows: int = 1
+    cpu_kernels: bool = True
 
 
 @dataclass
@@ -110,7 +120,38 @@ class ConfigError(ValueError):
     """A config file that does not fit the schema (the message names the file and key)."""
 
 
+def upgrade_legacy_keys(extra: Any, source: str) -> Any:
+    """``extra`` (a config mapping) with the keys of earlier configs renamed or dropped (``RENAMED_KEYS``,
+    ``REMOVED_KEYS``), one logged line naming them; ``ConfigError`` when a removed key holds another value than the
+    constant it mirrored, or an old and a new name disagree."""
+    if not isinstance(extra, (dict, DictConfig)):
+        return extra
+    extra = OmegaConf.create(extra) if isinstance(extra, dict) else extra
+    notes = []
+    for old, new in RENAMED_KEYS.items():
+        section, key = old.split(".")
+        node, new_key = extra.get(section), new.split(".")[1]
+        if isinstance(node, DictConfig) and key in node:
+            value = node.pop(key)
+            if new_key in node and node[new_key] != value:
+                raise ConfigError(f"{source}: {old} ({value}) and its new name {new} ({node[new_key]}) disagree")
+            node[new_key] = value
+            notes.append(f"{old} read as {new}")
+    for old, (fixed, why) in REMOVED_KEYS.items():
+        section, key = old.split(".")
+        node = extra.get(section)
+        if isinstance(node, DictConfig) and key in node:
+            value = node.pop(key)
+            if fixed is not None and value != fixed:
+                raise ConfigError(f"{source}: {old} = {value} cannot be set: it is {fixed}, {why}")
+            notes.append(f"{old} ignored ({why})")
+    if notes:
+        log.info("%s: keys of an earlier config: %s", source, "; ".join(notes))
+    return extra
+
+
 def _merge(base: DictConfig, extra: Any, source: str) -> DictConfig:
+    extra = upgrade_legacy_keys(extra, source)
     try:
         return OmegaConf.merge(base, extra)
     except Exception as exc:  # omegaconf raises several error types; all mean "does not fit the schema"
@@ -175,8 +216,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.train.precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {cfg.train.precision!r}")
     d = cfg.data
-    if d.sampling_rate // d.hop_length != d.content_sampling_rate // d.pitch_hop:
-        raise ConfigError("data: mel frames (sampling_rate / hop_length) and F0 frames "
-                          "(content_sampling_rate / pitch_hop) must have the same rate")
-    if d.content_hop != 2 * d.pitch_hop:
-        raise ConfigError("data.content_hop must be twice data.pitch_hop (units are repeated x2 to the mel rate)")
+    if d.sampling_rate // d.hop_length != FRAME_RATE:
+        raise ConfigError(f"data: mel frames (sampling_rate / hop_length = {d.sampling_rate} / {d.hop_length}) must "
+                          f"be {FRAME_RATE} per second, the rate of the F0 and unit frames")
+    if g.n_mels != d.mel_channels:
+        raise ConfigError(f"grad.n_mels ({g.n_mels}) must equal data.mel_channels ({d.mel_channels}): the acoustic "
+                          f"model predicts the mel of the features")

@@ -76,7 +76,8 @@ def load_gvc_model(path: str | Path, cfg=None, device: str | torch.device = "cpu
 
     The config is the checkpoint's own when it has one, else ``cfg``, else ``configs/base.yaml`` (V3). Every model
     key must be in the file (``encoder.speaker.*`` may be missing unless ``for_training``); shapes must match;
-    unused file keys are logged. The model is in eval mode unless ``for_training``.
+    unused file keys are logged. The model is in eval mode unless ``for_training``; for inference its U-Net runs
+    the CPU inference forward when the config's ``infer.cpu_kernels`` says so (``grad.estimator_cpu``).
     """
     state, cfg_dict, meta = read_gvc_checkpoint(path)
     passed = cfg is not None
@@ -90,7 +91,7 @@ def load_gvc_model(path: str | Path, cfg=None, device: str | torch.device = "cpu
     elif cfg is None:
         cfg = load_config()
     check_model_kind(path, meta.get("version"), cfg_dict, cfg.grad)
-    model = GradSVC(cfg.grad)
+    model = GradSVC(cfg.grad, cpu_kernels=bool(cfg.infer.cpu_kernels) and not for_training)
     # for inference the file's tensors are taken as they are (no copy; its nn.Embedding rules out build_loaded)
     load_state_report(model, state, str(path), allow_missing=() if for_training else TRAINING_ONLY_PREFIXES,
                       assign=not for_training)

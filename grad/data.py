@@ -47,7 +47,7 @@ class SVCDataset(Dataset):
     ``set_epoch``), the first frames otherwise.
 
     ``__getitem__`` returns ``{"mel": [n_mels, T] float32, "vec": [T, n_vecs] float32, "pit": [T] float32 Hz,
-    "spk": [n_spks] float32}`` with one ``T`` (100 frames/s).
+    "spk": [spk_dim] float32}`` with one ``T`` (100 frames/s).
     """
 
     def __init__(self, filelist: str | Path, cfg: DictConfig, train: bool):
@@ -101,7 +101,7 @@ class SVCDataset(Dataset):
         # units are 50 frames/s, mel and F0 100 frames/s: repeat each unit frame twice (a, a, b, b, ...)
         vec = np.repeat(read_vec(item.vec, g.n_vecs), 2, axis=0)
         pit = read_pit(item.pit)
-        spk = read_spk(item.spk, g.n_spks)
+        spk = read_spk(item.spk, g.spk_dim)
         length = aligned_length(mel.shape[1], vec.shape[0] // 2, pit.shape[0])
         start = self.window_start(index, length, use, epoch)
         end = start + min(length, use)
@@ -117,7 +117,7 @@ def collate(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Zero-pad items to ``fix_len_compatibility(max T)`` (a multiple of 4, for the U-Net).
 
     Returns ``mel [B, n_mels, T]``, ``lengths [B]`` int64 (valid mel frames), ``vec [B, T, n_vecs]``,
-    ``pit [B, T]`` Hz (0 in the padding), ``spk [B, n_spks]``; all float32 except ``lengths``.
+    ``pit [B, T]`` Hz (0 in the padding), ``spk [B, spk_dim]``; all float32 except ``lengths``.
     """
     n = len(batch)
     lengths = torch.tensor([b["mel"].shape[1] for b in batch], dtype=torch.long)
@@ -200,7 +200,7 @@ def check_filelist(path: str | Path, cfg: DictConfig, allow_empty: bool = False)
     ``allow_empty``: a file without items is usable (a validation list of a set too small to hold any clip out).
 
     Checks: the filelist exists and has lines ``mel|vec|pit|spk``; every file exists and reads; dims
-    (mel ``[n_mels, T]``, units ``[T, n_vecs]``, F0 ``[T]``, speaker ``[n_spks]``); no NaN / infinity, no negative F0;
+    (mel ``[n_mels, T]``, units ``[T, n_vecs]``, F0 ``[T]``, speaker ``[spk_dim]``); no NaN / infinity, no negative F0;
     ``2 T_vec`` and ``T_pit`` within a few frames of ``T_mel`` (common/features.py). Items too short for training
     are not problems (the dataset drops them).
     """
@@ -210,9 +210,9 @@ def check_filelist(path: str | Path, cfg: DictConfig, allow_empty: bool = False)
         return [str(exc)]
     if not items:
         return [] if allow_empty else [f"{path}: filelist has no items"]
-    if cfg.grad.n_vecs != cfg.grad.n_spks:
+    if cfg.grad.n_vecs != cfg.grad.spk_dim:
         # common.features checks units and speaker vectors against one dimension
-        raise ValueError(f"config: grad.n_vecs ({cfg.grad.n_vecs}) != grad.n_spks ({cfg.grad.n_spks}) is unsupported")
+        raise ValueError(f"config: grad.n_vecs ({cfg.grad.n_vecs}) != grad.spk_dim ({cfg.grad.spk_dim}) is unsupported")
     problems: list[str] = []
     for item in tqdm(items, desc=f"check {Path(path).name}", unit="item", leave=False):
         found, _ = check_item(item, n_mels=cfg.data.mel_channels, dim=cfg.grad.n_vecs)

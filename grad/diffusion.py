@@ -36,7 +36,7 @@ class ScoreDiffusion(SampledDecoder):
     def process(self):
         return self.schedule
 
-    def compute_loss(self, spk: torch.Tensor, mel: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor,
+    def compute_loss(self, mel: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor, spk: torch.Tensor,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Denoising score matching (Grad-TTS eq. 14, weighted by the noise variance): returns (loss, x_t).
 
@@ -50,6 +50,6 @@ class ScoreDiffusion(SampledDecoder):
         std = torch.sqrt(1.0 - torch.exp(-cum))
         eps = torch.randn(mel.shape, generator=generator, device=device).to(mel) * mask
         xt = (mean + eps * std) * mask
-        score = self.estimator(spk, xt, mask, mu, t)
+        score = self.estimator(xt, mask, mu, t, spk)
         loss = torch.sum((score * std + eps) ** 2) / (torch.sum(mask) * mel.shape[1])
         return loss, xt

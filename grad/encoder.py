@@ -218,14 +218,14 @@ class WeightNormConv1d(nn.Module):
 
 
 class SpeakerClassifier(nn.Module):
-    """Adversarial speaker classifier behind gradient reversal: prenet output [B, C, T] -> embedding [B, n_spks].
+    """Adversarial speaker classifier behind gradient reversal: prenet output [B, C, T] -> embedding [B, spk_dim].
 
     ``classifier`` = [GRL, wn-conv k5, ReLU, wn-conv k5, ReLU, wn-conv k5] (keys ``classifier.1/3/5``), then the
     mean over valid frames (the original averages over the padded length too; we exclude padding).
     Training only: the loss is the cosine distance to the true speaker embedding.
     """
 
-    def __init__(self, channels: int, n_spks: int, hidden: int = SPEAKER_HIDDEN):
+    def __init__(self, channels: int, spk_dim: int, hidden: int = SPEAKER_HIDDEN):
         super().__init__()
         self.classifier = nn.Sequential(
             GradientReversalLayer(),
@@ -233,7 +233,7 @@ class SpeakerClassifier(nn.Module):
             nn.ReLU(),
             WeightNormConv1d(hidden, hidden, SPEAKER_KERNEL),
             nn.ReLU(),
-            WeightNormConv1d(hidden, n_spks, SPEAKER_KERNEL),
+            WeightNormConv1d(hidden, spk_dim, SPEAKER_KERNEL),
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -242,22 +242,22 @@ class SpeakerClassifier(nn.Module):
 
 
 class PriorEncoder(nn.Module):
-    """units [B, n_vecs, T], pitch embedding [B, n_embs, T], speaker embedding [B, n_embs] -> (mu [B, n_mels, T],
-    mask [B, 1, T] float, prenet output [B, channels, T]); T frames at 100 Hz, lengths [B] int64."""
+    """units [B, n_vecs, T], F0 embedding [B, n_embs, T], speaker embedding [B, n_embs], lengths [B] int64 ->
+    (mu [B, n_mels, T], mask [B, 1, T] float, prenet output [B, channels, T]); T frames at 100 Hz."""
 
-    def __init__(self, n_vecs: int, n_mels: int, n_embs: int, n_spks: int, channels: int, filter_channels: int):
+    def __init__(self, n_vecs: int, n_mels: int, n_embs: int, spk_dim: int, channels: int, filter_channels: int):
         super().__init__()
         self.prenet = InstanceNormPrenet(n_vecs, channels)
-        self.speaker = SpeakerClassifier(channels, n_spks)
+        self.speaker = SpeakerClassifier(channels, spk_dim)
         width = channels + 2 * n_embs
         self.encoder = RelativeTransformer(width, filter_channels, N_HEADS, N_LAYERS, FFN_KERNEL, DROPOUT, REL_WINDOW)
         self.proj_m = nn.Conv1d(width, n_mels, 1)
 
-    def forward(self, lengths: torch.Tensor, units: torch.Tensor, pit_emb: torch.Tensor, spk_emb: torch.Tensor
+    def forward(self, units: torch.Tensor, f0_emb: torch.Tensor, spk: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t = units.shape[-1]
         mask = sequence_mask(lengths, t).unsqueeze(1).to(units.dtype)
         h = self.prenet(units, mask)
-        x = torch.cat([h, pit_emb, spk_emb.unsqueeze(-1).expand(-1, -1, t)], dim=1)
+        x = torch.cat([h, f0_emb, spk.unsqueeze(-1).expand(-1, -1, t)], dim=1)
         x = self.encoder(x, mask)
         return self.proj_m(x) * mask, mask, h

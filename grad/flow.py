@@ -41,7 +41,7 @@ class FlowMatching(SampledDecoder):
     def process(self):
         return self.path
 
-    def compute_loss(self, spk: torch.Tensor, mel: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor,
+    def compute_loss(self, mel: torch.Tensor, mask: torch.Tensor, mu: torch.Tensor, spk: torch.Tensor,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Conditional flow matching (Lipman et al. 2023, eq. 22-23; Matcha-TTS): returns (loss, x_t).
 
@@ -56,6 +56,6 @@ class FlowMatching(SampledDecoder):
         s = self.path.sigma_min
         xt = (1 - (1 - s) * t) * z + t * mel
         target = (mel - (1 - s) * z) * mask
-        v = self.estimator(spk, xt, mask, mu, t.view(b))
+        v = self.estimator(xt, mask, mu, t.view(b), spk)
         loss = torch.sum((v - target) ** 2) / (torch.sum(mask) * mel.shape[1])
         return loss, xt

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from grad.diffusion import ScoreDiffusion
 from grad.encoder import PriorEncoder
 from grad.estimator import UNetEstimator
+from grad.estimator_cpu import CPUUNetEstimator
 from grad.flow import FlowMatching
 from grad.samplers import NoiseSource, as_noise_source
 from grad.ssim import ssim_loss
@@ -37,9 +38,11 @@ class GradSVC(nn.Module):
     """The acoustic model, built from ``cfg.grad`` (``common.config.GradConfig`` or its DictConfig).
 
     ``decoder``: "score" (V2 VP-SDE), "flow" (V3 CFM, sigma_min from the config) or "rectified" (sigma_min = 0).
+    ``cpu_kernels`` (``infer.cpu_kernels``, for conversion only) builds the U-Net with its CPU inference forward
+    (``grad.estimator_cpu``: faster on CPU, no gradients, the same state dict); training uses the reference.
     """
 
-    def __init__(self, gcfg):
+    def __init__(self, gcfg, cpu_kernels: bool = False):
         super().__init__()
         self.version = str(gcfg.version)
         self.decoder_kind = str(gcfg.decoder)
@@ -48,10 +51,11 @@ class GradSVC(nn.Module):
         self.default_steps = int(gcfg.n_timesteps)
         self.default_temperature = float(gcfg.temperature)
         self.pit_emb = nn.Embedding(int(gcfg.n_pits), int(gcfg.n_embs))
-        self.spk_emb = nn.Linear(int(gcfg.n_spks), int(gcfg.n_embs))
-        self.encoder = PriorEncoder(int(gcfg.n_vecs), self.n_mels, int(gcfg.n_embs), int(gcfg.n_spks),
+        self.spk_emb = nn.Linear(int(gcfg.spk_dim), int(gcfg.n_embs))
+        self.encoder = PriorEncoder(int(gcfg.n_vecs), self.n_mels, int(gcfg.n_embs), int(gcfg.spk_dim),
                                     int(gcfg.n_enc_channels), int(gcfg.filter_channels))
-        estimator = UNetEstimator(int(gcfg.dec_dim), self.n_mels, int(gcfg.n_embs), float(gcfg.pe_scale))
+        unet = CPUUNetEstimator if cpu_kernels else UNetEstimator
+        estimator = unet(int(gcfg.dec_dim), self.n_mels, int(gcfg.n_embs), float(gcfg.pe_scale))
         if self.decoder_kind == "score":
             self.decoder = ScoreDiffusion(estimator, float(gcfg.beta_min), float(gcfg.beta_max))
         elif self.decoder_kind == "flow":
@@ -62,32 +66,32 @@ class GradSVC(nn.Module):
             raise ValueError(f"grad.decoder must be score, flow or rectified, got {self.decoder_kind!r}")
 
     # ------------------------------------------------------------------------------------------ encoder
-    def _embed(self, vec: torch.Tensor, pit: torch.Tensor, spk: torch.Tensor, lengths: torch.Tensor):
-        t = vec.shape[1]
+    def _embed(self, units: torch.Tensor, f0: torch.Tensor, spk: torch.Tensor, lengths: torch.Tensor):
+        t = units.shape[1]
         if t % 4:
             raise ValueError(f"encode: {t} frames is not a multiple of 4; pad with fix_len_compatibility first")
-        pit_emb = self.pit_emb(f0_to_coarse(pit)).transpose(1, 2)
+        f0_emb = self.pit_emb(f0_to_coarse(f0)).transpose(1, 2)
         spk64 = self.spk_emb(spk)
-        mu, mask, prenet = self.encoder(lengths, vec.transpose(1, 2), pit_emb, spk64)
+        mu, mask, prenet = self.encoder(units.transpose(1, 2), f0_emb, spk64, lengths)
         return mu, mask, prenet, spk64
 
-    def encode(self, vec: torch.Tensor, pit: torch.Tensor, spk: torch.Tensor, lengths: torch.Tensor
+    def encode(self, units: torch.Tensor, f0: torch.Tensor, spk: torch.Tensor, lengths: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """vec [B, T, 256] units, pit [B, T] Hz, spk [B, 256], lengths [B] int64 -> (mu [B, 100, T], mask [B, 1, T]).
+        """units [B, T, 256], f0 [B, T] Hz, spk [B, 256], lengths [B] int64 -> (mu [B, 100, T], mask [B, 1, T]).
 
         T must be a multiple of 4 (pad with ``fix_len_compatibility``); frames >= length are padding (mu is 0
         there). The prenet's instance norm sees the padding, so pad exactly as the original (pitfall 4).
         """
-        mu, mask, _, _ = self._embed(vec, pit, spk, lengths)
+        mu, mask, _, _ = self._embed(units, f0, spk, lengths)
         return mu, mask
 
     # ------------------------------------------------------------------------------------------ training
-    def compute_loss(self, mel: torch.Tensor, lengths: torch.Tensor, vec: torch.Tensor, pit: torch.Tensor,
+    def compute_loss(self, mel: torch.Tensor, lengths: torch.Tensor, units: torch.Tensor, f0: torch.Tensor,
                      spk: torch.Tensor, out_size: int | None = 200, use_decoder: bool = True,
                      generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Training losses (scalars): {"prior", "diff", "mel", "spk"}.
 
-        mel [B, 100, T], lengths [B] int64 (mel frames), vec [B, T, 256], pit [B, T] Hz, spk [B, 256]; T a
+        mel [B, 100, T], lengths [B] int64 (mel frames), units [B, T, 256], f0 [B, T] Hz, spk [B, 256]; T a
         multiple of 4 with zero padding beyond each length.
         * prior: Gaussian NLL of the mel around mu (unit variance), mean over valid frames and bands;
         * mel: 1 - SSIM(mu, mel) averaged over the whole padded batch (as the original);
@@ -99,10 +103,10 @@ class GradSVC(nn.Module):
         and the mu segment fed to the decoder gets N(0, 1) noise, as in the original; ``generator`` seeds all
         draws of this call.
         """
-        mask_t = sequence_mask(lengths, vec.shape[1]).unsqueeze(-1).to(vec.dtype)
+        mask_t = sequence_mask(lengths, units.shape[1]).unsqueeze(-1).to(units.dtype)
         if self.training:
-            vec = vec + _randn(vec.shape, vec, generator) * mask_t
-        mu, mask, prenet, spk64 = self._embed(vec, pit, spk, lengths)
+            units = units + _randn(units.shape, units, generator) * mask_t
+        mu, mask, prenet, spk64 = self._embed(units, f0, spk, lengths)
         n_valid = torch.sum(mask) * self.n_mels
         prior = torch.sum(0.5 * ((mel - mu) ** 2 + math.log(2 * math.pi)) * mask) / n_valid
         mel_loss = ssim_loss(mu, mel)
@@ -116,7 +120,7 @@ class GradSVC(nn.Module):
                 mel_y, mask_y, mu_y = (slice_segments(x, starts, seg) for x in (mel, mask, mu))
             if self.training:
                 mu_y = mu_y + _randn(mu_y.shape, mu_y, generator) * mask_y
-            diff, _ = self.decoder.compute_loss(spk64, mel_y, mask_y, mu_y, generator)
+            diff, _ = self.decoder.compute_loss(mel_y, mask_y, mu_y, spk64, generator)
         else:
             diff = torch.zeros((), dtype=prior.dtype, device=prior.device)
         return {"prior": prior, "diff": diff, "mel": mel_loss, "spk": spk_loss}
@@ -136,13 +140,13 @@ class GradSVC(nn.Module):
         source = as_noise_source(noise, generator)
         steps = self.default_steps if n_timesteps is None else int(n_timesteps)
         temp = self.default_temperature if temperature is None else float(temperature)
-        return self.decoder.sample(self.spk_emb(spk), mu, mask, steps, temp, self._sampler_name(sampler), source)
+        return self.decoder.sample(mu, mask, self.spk_emb(spk), steps, temp, self._sampler_name(sampler), source)
 
-    def synthesise(self, vec: torch.Tensor, pit: torch.Tensor, spk: torch.Tensor,
+    def synthesise(self, units: torch.Tensor, f0: torch.Tensor, spk: torch.Tensor,
                    lengths: torch.Tensor | None = None, n_timesteps: int | None = None,
                    temperature: float | None = None, sampler: str | None = None,
                    noise: NoiseSource | list | None = None, generator: torch.Generator | None = None) -> dict:
-        """vec [B, T, 256] units (100 Hz), pit [B, T] Hz, spk [B, 256] -> {"mel", "mu": [B, 100, T], "mask": [B, 1, T]}.
+        """units [B, T, 256] (100 Hz), f0 [B, T] Hz, spk [B, 256] -> {"mel", "mu": [B, 100, T], "mask": [B, 1, T]}.
 
         T may be any length: inputs are zero-padded to a multiple of 4 (as the original's ``gvc_main``) and the
         outputs cropped back. ``lengths`` [B] (default: all T). None for steps / temperature / sampler means the
@@ -154,18 +158,18 @@ class GradSVC(nn.Module):
         """
         param = next(self.parameters())
         with torch.inference_mode():
-            vec = vec.to(device=param.device, dtype=param.dtype)
-            pit = pit.to(device=param.device, dtype=param.dtype)
+            units = units.to(device=param.device, dtype=param.dtype)
+            f0 = f0.to(device=param.device, dtype=param.dtype)
             spk = spk.to(device=param.device, dtype=param.dtype)
-            b, t, _ = vec.shape
+            b, t, _ = units.shape
             if lengths is None:
                 lengths = torch.full((b,), t, dtype=torch.long)
             lengths = lengths.to(device=param.device, dtype=torch.long)
             t_pad = fix_len_compatibility(t)
             if t_pad != t:
-                vec = F.pad(vec, (0, 0, 0, t_pad - t))
-                pit = F.pad(pit, (0, t_pad - t))
-            mu, mask = self.encode(vec, pit, spk, lengths)
+                units = F.pad(units, (0, 0, 0, t_pad - t))
+                f0 = F.pad(f0, (0, t_pad - t))
+            mu, mask = self.encode(units, f0, spk, lengths)
             source = as_noise_source(noise, generator)
             # 0 steps: the prior mu itself (what a model has learnt in its encoder-only fast_epochs; no noise drawn)
             mel = mu if n_timesteps == 0 else self.decode(mu, mask, spk, n_timesteps, temperature, sampler, source)

@@ -1,12 +1,12 @@
 """Samplers of the decoder: one function per method, one signature for all, chosen by name.
 
-Every sampler is ``sampler(field, z, mask, mu, n_steps, process, noise) -> x`` with
+Every sampler is ``sampler(field, z, mask, mu, steps, process, noise) -> x`` with
 
 * ``field(x, t) -> Tensor``: the estimator with speaker and ``mu`` bound; ``x`` [B, F, T], ``t`` a tensor [B] or
   0-d. For the score process it returns the score of the noisy marginal, for the flow process the velocity.
 * ``z`` [B, F, T]: the start state (V2: ``mu + N(0,1)/temperature``; V3: ``N(0,1) * temperature``).
 * ``mask`` [B, 1, T] (1 = valid frame), ``mu`` [B, F, T] the prior mean (the score process diffuses towards it).
-* ``n_steps``: number of steps; ``process``: ``VPSchedule`` (score) or ``FlowPath`` (flow / rectified);
+* ``steps``: number of steps; ``process``: ``VPSchedule`` (score) or ``FlowPath`` (flow / rectified);
   ``noise``: a ``NoiseSource`` for the stochastic samplers (deterministic ones never draw).
 
 Score (V2, VP-SDE ``dx = 0.5 beta(t) (mu - x) dt + sqrt(beta(t)) dW`` on t in [0, 1]):
@@ -124,7 +124,7 @@ class FlowPath:
 
 # ----------------------------------------------------------------------------------------------- score (V2)
 
-def ml(field: Field, z, mask, mu, n_steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
+def ml(field: Field, z, mask, mu, steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
     """Fast maximum-likelihood reverse SDE solver on the grid t = 1, 1 - h, ..., h (h = 1/n).
 
     # ML-SDE sampler: Popov et al., "Diffusion-Based Voice Conversion with Fast Maximum Likelihood Sampling
@@ -134,10 +134,10 @@ def ml(field: Field, z, mask, mu, n_steps: int, process: VPSchedule, noise: Nois
     original computed them per batch item with mismatched shapes, which broke batch > 1: pitfall 1).
     A noise tensor is drawn at every step, also the last, where sigma = 0 (as the original: same RNG order).
     """
-    h = 1.0 / n_steps
+    h = 1.0 / steps
     x = z * mask
     batch = z.shape[0]
-    for i in range(n_steps):
+    for i in range(steps):
         t = torch.tensor(1.0 - i * h, dtype=x.dtype, device=x.device)
         s = t - h
         beta = process.beta(t)
@@ -156,12 +156,12 @@ def ml(field: Field, z, mask, mu, n_steps: int, process: VPSchedule, noise: Nois
     return x
 
 
-def _euler_score(field: Field, z, mask, mu, n_steps: int, process: VPSchedule, noise: NoiseSource | None):
+def _euler_score(field: Field, z, mask, mu, steps: int, process: VPSchedule, noise: NoiseSource | None):
     # Grad-TTS reverse diffusion: Popov et al., Grad-TTS (ICML 2021), eqs. 8-9 (midpoint times t = 1 - (i + 1/2) h)
-    h = 1.0 / n_steps
+    h = 1.0 / steps
     x = z * mask
     batch = z.shape[0]
-    for i in range(n_steps):
+    for i in range(steps):
         t = torch.tensor(1.0 - (i + 0.5) * h, dtype=x.dtype, device=x.device)
         beta = process.beta(t)
         score = field(x, t.expand(batch))
@@ -173,25 +173,25 @@ def _euler_score(field: Field, z, mask, mu, n_steps: int, process: VPSchedule, n
     return x
 
 
-def euler_sde(field: Field, z, mask, mu, n_steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
+def euler_sde(field: Field, z, mask, mu, steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
     """Euler-Maruyama on the reverse SDE ``dx = [0.5 beta (mu - x) - beta score] dt + sqrt(beta) dW`` (t: 1 -> 0)."""
-    return _euler_score(field, z, mask, mu, n_steps, process, noise)
+    return _euler_score(field, z, mask, mu, steps, process, noise)
 
 
-def euler_ode(field: Field, z, mask, mu, n_steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
+def euler_ode(field: Field, z, mask, mu, steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
     """Euler on the probability-flow ODE ``dx = 0.5 beta (mu - x - score) dt`` (t: 1 -> 0); draws no noise."""
-    return _euler_score(field, z, mask, mu, n_steps, process, None)
+    return _euler_score(field, z, mask, mu, steps, process, None)
 
 
 DPM_T_END = 1e-3  # DPM-Solver stops at t = eps (log-SNR is infinite at t = 0), like LightGrad / Grad-SVC's DPM
 
 
-def _dpm_multistep(field: Field, z, mask, mu, n_steps: int, process: VPSchedule, order: int) -> torch.Tensor:
+def _dpm_multistep(field: Field, z, mask, mu, steps: int, process: VPSchedule, order: int) -> torch.Tensor:
     # Multistep DPM-Solver (noise prediction, "dpmsolver" type): Lu et al., DPM-Solver (NeurIPS 2022) and
     # DPM-Solver++ (2022) sec. 3.3; steps uniform in log-SNR from t = 1 to t = 1e-3, warm-up with lower orders,
-    # lower orders at the end too when n_steps < 10 (as the reference implementation's lower_order_final).
+    # lower orders at the end too when steps < 10 (as the reference implementation's lower_order_final).
     lam_start, lam_end = process.lam(1.0), process.lam(DPM_T_END)
-    lams = [lam_start + (lam_end - lam_start) * k / n_steps for k in range(n_steps + 1)]
+    lams = [lam_start + (lam_end - lam_start) * k / steps for k in range(steps + 1)]
     times = [1.0] + [process.t_of_lam(v) for v in lams[1:-1]] + [DPM_T_END]
     batch = z.shape[0]
     y = (z - mu) * mask  # the VP process around mu is a standard VP process for y = x - mu
@@ -203,11 +203,11 @@ def _dpm_multistep(field: Field, z, mask, mu, n_steps: int, process: VPSchedule,
 
     eps_prev: list[torch.Tensor] = []
     lam_prev: list[float] = []
-    for k in range(n_steps):
+    for k in range(steps):
         eps_prev.append(eps_at(y, k))
         lam_prev.append(lams[k])
         eps_prev, lam_prev = eps_prev[-3:], lam_prev[-3:]
-        step_order = min(order, k + 1) if n_steps >= 10 else min(order, k + 1, n_steps - k)
+        step_order = min(order, k + 1) if steps >= 10 else min(order, k + 1, steps - k)
         t_next = times[k + 1]
         h = lams[k + 1] - lam_prev[-1]
         a = math.exp(process.log_alpha(t_next) - process.log_alpha(times[k]))
@@ -232,42 +232,42 @@ def _dpm_multistep(field: Field, z, mask, mu, n_steps: int, process: VPSchedule,
     return y + mu * mask
 
 
-def dpm1(field: Field, z, mask, mu, n_steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
+def dpm1(field: Field, z, mask, mu, steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
     """DPM-Solver-1 (= DDIM) on the probability-flow ODE, t: 1 -> 1e-3; draws no noise."""
-    return _dpm_multistep(field, z, mask, mu, n_steps, process, 1)
+    return _dpm_multistep(field, z, mask, mu, steps, process, 1)
 
 
-def dpm2(field: Field, z, mask, mu, n_steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
+def dpm2(field: Field, z, mask, mu, steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
     """Multistep DPM-Solver-2, one estimator call per step, t: 1 -> 1e-3; draws no noise."""
-    return _dpm_multistep(field, z, mask, mu, n_steps, process, 2)
+    return _dpm_multistep(field, z, mask, mu, steps, process, 2)
 
 
-def dpm3(field: Field, z, mask, mu, n_steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
+def dpm3(field: Field, z, mask, mu, steps: int, process: VPSchedule, noise: NoiseSource) -> torch.Tensor:
     """Multistep DPM-Solver-3, one estimator call per step, t: 1 -> 1e-3; draws no noise."""
-    return _dpm_multistep(field, z, mask, mu, n_steps, process, 3)
+    return _dpm_multistep(field, z, mask, mu, steps, process, 3)
 
 
 # ------------------------------------------------------------------------------------------------ flow (V3)
 
-def euler(field: Field, z, mask, mu, n_steps: int, process: FlowPath, noise: NoiseSource) -> torch.Tensor:
+def euler(field: Field, z, mask, mu, steps: int, process: FlowPath, noise: NoiseSource) -> torch.Tensor:
     """Euler from t = 0 to 1 on ``linspace(0, 1, n + 1)``: x += dt v(x, t) (0-d t). Exactly the original's loop
     (Matcha-TTS ``solve_euler``, including its t/dt bookkeeping); the state is not masked (padding keeps z)."""
-    t_span = torch.linspace(0, 1, n_steps + 1, device=z.device, dtype=z.dtype)
+    t_span = torch.linspace(0, 1, steps + 1, device=z.device, dtype=z.dtype)
     t, dt = t_span[0], t_span[1] - t_span[0]
     x = z
-    for step in range(1, n_steps + 1):
+    for step in range(1, steps + 1):
         x = x + dt * field(x, t)
         t = t + dt
-        if step < n_steps:
+        if step < steps:
             dt = t_span[step + 1] - t
     return x
 
 
-def heun(field: Field, z, mask, mu, n_steps: int, process: FlowPath, noise: NoiseSource) -> torch.Tensor:
+def heun(field: Field, z, mask, mu, steps: int, process: FlowPath, noise: NoiseSource) -> torch.Tensor:
     """Heun (explicit trapezoid, 2nd order) on the same grid as ``euler``: two estimator calls per step."""
-    t_span = torch.linspace(0, 1, n_steps + 1, device=z.device, dtype=z.dtype)
+    t_span = torch.linspace(0, 1, steps + 1, device=z.device, dtype=z.dtype)
     x = z
-    for k in range(n_steps):
+    for k in range(steps):
         t0, t1 = t_span[k], t_span[k + 1]
         dt = t1 - t0
         v0 = field(x, t0)
@@ -311,13 +311,13 @@ class SampledDecoder(torch.nn.Module):
 
     kind: str
 
-    def sample(self, spk: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor, n_steps: int, temperature: float,
+    def sample(self, mu: torch.Tensor, mask: torch.Tensor, spk: torch.Tensor, steps: int, temperature: float,
                sampler: str, noise: NoiseSource) -> torch.Tensor:
-        """spk [B, n_embs], mu [B, F, T], mask [B, 1, T] -> mel [B, F, T] with the named sampler."""
+        """mu [B, F, T], mask [B, 1, T], spk [B, n_embs] -> mel [B, F, T] with the named sampler."""
         fn = get_sampler(sampler, self.kind)
         z = self.start_state(mu, temperature, noise)
 
         def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.estimator(spk, x, mask, mu, t)
+            return self.estimator(x, mask, mu, t, spk)
 
-        return fn(field, z, mask, mu, n_steps, self.process, noise)
+        return fn(field, z, mask, mu, steps, self.process, noise)

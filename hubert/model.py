@@ -27,7 +27,7 @@ from common.runtime import release_memory
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = "hubert_pretrain/hubert-soft-0d54a1f4.pt"
-# fixed by the pretrained network (configs' data.content_sampling_rate / content_hop mirror these)
+# fixed by the pretrained network (common.config.FRAME_RATE follows from them)
 SAMPLE_RATE = 16000
 HOP = 320  # samples per unit frame: 5 * 2^4 * 2^2
 UNIT_DIM = 256

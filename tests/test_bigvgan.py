@@ -14,11 +14,11 @@ import torch.nn.functional as F
 
 from bigvgan.alias import SnakeAlias, UpSample1d, kaiser_sinc_filter
 from bigvgan.chunks import plan_windows
+from bigvgan.generator_cpu import polyphase_weights, snake_alias_nwc
 from bigvgan.griffinlim import griffinlim_vocode
 from bigvgan.inference import main as cli_main
 from bigvgan.model import Generator, GeneratorConfig, load_bigvgan, to_int16, vocode
 from bigvgan.nsf import HarmonicSource, harmonic_phase_offset, upsample_f0
-from bigvgan.nwc import snake_alias_nwc
 from common.checkpoint import CheckpointError
 from common.config import load_config
 from common.mel import mel_spectrogram
@@ -130,7 +130,10 @@ def test_state_dict_matches_manifest_and_constants():
 
 @pytest.mark.parametrize("ratio,kernel", [(2, 12), (3, 12), (2, 10)])
 def test_polyphase_upsample_equals_the_originals_transposed_conv(ratio, kernel):
+    """UpSample1d is the original's transposed conv, and the CPU path's polyphase taps give its output phase by
+    phase (an ordinary FIR per phase over the replicate-padded input)."""
     up = UpSample1d(ratio, kernel)
+    w, d_min, d_max = polyphase_weights(up)
     for length in (1, 2, 5, 33):
         x = torch.randn(2, 3, length)
         # the original (alias-free-torch): ratio * conv_transpose1d(replicate pad, filter, stride=ratio), cropped
@@ -139,6 +142,10 @@ def test_polyphase_upsample_equals_the_originals_transposed_conv(ratio, kernel):
         ref = ref[..., up.crop_left: ref.shape[-1] - up.crop_right]
         assert up(x).shape == ref.shape == (2, 3, ratio * length)
         assert torch.allclose(up(x), ref, atol=1e-6)
+        xp = F.pad(x, (-d_min, d_max), mode="replicate")
+        for phase in range(ratio):
+            fir = F.conv1d(xp, w[phase].view(1, 1, -1).expand(3, -1, -1), groups=3)
+            assert torch.allclose(fir, ref[..., phase::ratio], atol=1e-6)
 
 
 def test_snake_alias_inference_path_equals_autograd_path():

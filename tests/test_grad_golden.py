@@ -70,7 +70,7 @@ class EstimatorRecorder:
         self.handle = module.register_forward_hook(self)
 
     def __call__(self, module, args, output):
-        _, x, _, _, t = args
+        x, _, _, t, _ = args
         self.x.append(x.detach().clone())
         self.t.append(float(t.reshape(-1)[0]))
         self.out.append(output.detach().clone())
@@ -111,7 +111,7 @@ def test_golden_gvc_encoder(path, model_for):
         spk64 = model.spk_emb(spk)
         assert_close(pit_emb, g["out_pit_emb"], atol(path, "pit_emb", 1e-6), "pit_emb")
         assert_close(spk64, g["out_spk_emb"], atol(path, "spk_emb", 1e-5), "spk_emb")
-        mu, mask, prenet = model.encoder(lengths, vec.transpose(1, 2), pit_emb.transpose(1, 2), spk64)
+        mu, mask, prenet = model.encoder(vec.transpose(1, 2), pit_emb.transpose(1, 2), spk64, lengths)
         assert_close(prenet, g["out_prenet_out"], atol(path, "prenet_out", 5e-5), "prenet_out")
         assert_close(mu, g["out_mu_x"], atol(path, "mu_x", 1e-4), "mu_x")
         np.testing.assert_array_equal(mask.numpy(), g["out_mask_x"])
@@ -121,8 +121,8 @@ def test_golden_gvc_encoder(path, model_for):
         # item 0 alone without padding: a different result where the batch padded it (the prenet norm sees the
         # padding: docs/conventions.md#prenet-normalisation-sees-the-padding)
         n = int(lengths[0])
-        mu_alone, _, _ = model.encoder(lengths[:1], vec[:1, :n].transpose(1, 2), pit_emb[:1, :n].transpose(1, 2),
-                                       spk64[:1])
+        mu_alone, _, _ = model.encoder(vec[:1, :n].transpose(1, 2), pit_emb[:1, :n].transpose(1, 2), spk64[:1],
+                                       lengths[:1])
         tol = atol(path, "mu_x_unpadded", 1e-4)
         assert_close(mu_alone, g["out_mu_x_unpadded"], tol, "mu_x_unpadded")
         golden_gap = float(np.abs(g["out_mu_x_unpadded"] - g["out_mu_x"][:1, :, :n]).max())
@@ -139,9 +139,9 @@ def test_golden_gvc_unet(path, model_for):
         assert_close(est.spk_mlp(spk64), g["out_spk_mlp_out"], atol(path, "spk_mlp_out", 1e-5), "spk_mlp_out")
         assert_close(est.time_embedding(t, x.shape[0]), g["out_time_mlp_out"], atol(path, "time_mlp_out", 1e-5),
                      "time_mlp_out")
-        assert_close(est(spk64, x, mask, mu, t), g["out_est"], atol(path, "est", 1e-4), "est")
+        assert_close(est(x, mask, mu, t, spk64), g["out_est"], atol(path, "est", 1e-4), "est")
         if "out_est_scalar_t" in g:  # V3 passes a 0-d t: the vector set's own (in_t_scalar)
-            out = est(spk64, x, mask, mu, torch.from_numpy(np.asarray(g["in_t_scalar"])))
+            out = est(x, mask, mu, torch.from_numpy(np.asarray(g["in_t_scalar"])), spk64)
             assert_close(out, g["out_est_scalar_t"], atol(path, "est_scalar_t", 1e-4), "est_scalar_t")
 
 
@@ -189,7 +189,7 @@ class StubVelocity(torch.nn.Module):
         super().__init__()
         self.eps = eps
 
-    def forward(self, spk, x, mask, mu, t):
+    def forward(self, x, mask, mu, t, spk):
         return (mu - (1 - self.eps) * x) / (1 - (1 - self.eps) * t) * mask
 
 
@@ -200,7 +200,7 @@ class StubScore(torch.nn.Module):
         super().__init__()
         self.a, self.b = a, b
 
-    def forward(self, spk, x, mask, mu, t):
+    def forward(self, x, mask, mu, t, spk):
         t = t.view(-1, 1, 1)
         return -(x - mu) / (1 - torch.exp(-(self.a * t + self.b * t**2))) * mask
 
@@ -228,7 +228,7 @@ def test_golden_gvc_solver_stub(path):
     rec = EstimatorRecorder(decoder.estimator)
     try:
         with torch.inference_mode():
-            x = decoder.sample(spk64, mu, mask, steps, temperature, sampler, NoiseSource(noise))
+            x = decoder.sample(mu, mask, spk64, steps, temperature, sampler, NoiseSource(noise))
     finally:
         rec.remove()
     assert_close(x, g["out_x"], atol(path, "x", 5e-5), "x")

@@ -10,6 +10,8 @@ from torch.nn import functional as F
 from common.checkpoint import CheckpointError
 from common.config import REPO_ROOT, load_config, to_dict
 from grad.checkpoint import load_gvc_model, read_gvc_checkpoint
+from grad.estimator import UNetEstimator
+from grad.estimator_cpu import CPUUNetEstimator
 from grad.model import LOSS_KEYS, GradSVC
 from grad.samplers import SAMPLERS
 from grad.utils import fix_len_compatibility, sequence_mask
@@ -248,39 +250,75 @@ def test_loader_errors(tiny_cfg, tmp_path):
 
 
 @pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch build has no NNPACK")
-def test_winograd_inference_path_matches_the_plain_convolutions(base):
-    """The CPU inference path (NNPACK Winograd 3x3 convolutions, the transposed convolutions as 4-phase 3x3 ones,
+def test_cpu_estimator_matches_the_reference_u_net(base):
+    """The CPU inference U-Net (NNPACK Winograd 3x3 convolutions, the transposed convolutions as 4-phase 3x3 ones,
     channels-first 1x1 GEMMs, the gated linear attention folded into one matrix, the algebraic Mish, mask products
-    skipped when every frame is valid) computes the same field as the modules, padded frames stay zero, and
-    training (autograd on) never takes it."""
+    skipped when every frame is valid) loads the reference's state dict and computes the same field, padded frames
+    stay zero, and it refuses to record gradients (training uses the reference, which autograd mode never
+    changes)."""
     est = copy.deepcopy(base.decoder.estimator)
+    assert type(est) is UNetEstimator  # GradSVC's default: the reference
     with torch.no_grad():  # open the Rezero gates (0 at initialisation) so the attention counts
         for name, p in est.named_parameters():
             if name.endswith(".g"):
                 p.fill_(0.8)
+    fast_est = CPUUNetEstimator(96)
+    fast_est.load_state_dict(est.state_dict())  # strict: the same keys and shapes
     g = torch.Generator().manual_seed(3)
     t_len = 48
     x, mu = torch.randn(2, 100, t_len, generator=g), torch.randn(2, 100, t_len, generator=g)
     spk, t = torch.randn(2, 64, generator=g), torch.tensor([0.3, 0.8])
     for mask in (torch.ones(2, 1, t_len), sequence_mask(torch.tensor([48, 37]), t_len).float()[:, None]):
         with torch.inference_mode():
-            est.winograd = True
-            fast = est(spk, x, mask, mu, t)
-            est.winograd = False
-            plain = est(spk, x, mask, mu, t)
-        est.winograd = True
+            fast = fast_est(x, mask, mu, t, spk)
+            plain = est(x, mask, mu, t, spk)
         assert (fast - plain).abs().max() <= 5e-5 * plain.abs().max()  # Winograd F(6x6, 3x3) in float32: ~1e-5
         assert torch.equal(fast * (1 - mask), torch.zeros_like(fast))
     with torch.enable_grad():
-        trained = est(spk, x, mask, mu, t)
+        trained = est(x, mask, mu, t, spk)
+        with pytest.raises(RuntimeError, match="inference"):
+            fast_est(x, mask, mu, t, spk)
     assert trained.requires_grad
-    assert (trained.detach() - plain).abs().max() <= 1e-6 * plain.abs().max()
+    assert torch.equal(trained.detach(), plain)
+
+
+def test_cpu_kernels_are_chosen_by_the_config_for_inference_only(tiny_cfg, tmp_path):
+    """``infer.cpu_kernels`` (default true) gives a loaded model the CPU U-Net for inference; a model loaded for
+    training, or with the key false, and ``GradSVC`` built directly, get the reference."""
+    assert tiny_cfg.infer.cpu_kernels is True
+    path = save(tmp_path / "gvc.pth", {"model": tiny_model(tiny_cfg).state_dict()})
+    assert type(load_gvc_model(path, tiny_cfg)[0].decoder.estimator) is CPUUNetEstimator
+    assert type(load_gvc_model(path, tiny_cfg, for_training=True)[0].decoder.estimator) is UNetEstimator
+    off = load_config(CONFIGS / "tiny.yaml", overrides=["infer.cpu_kernels=false"])
+    assert type(load_gvc_model(path, off)[0].decoder.estimator) is UNetEstimator
+    assert type(GradSVC(tiny_cfg.grad, cpu_kernels=True).decoder.estimator) is CPUUNetEstimator
+
+
+def test_cpu_estimator_without_nnpack_or_float32_is_the_reference(monkeypatch):
+    """Where its kernels do not apply (NNPACK missing or refused, float64) the CPU U-Net runs the reference forward:
+    the same numbers, bit for bit."""
+    import grad.estimator_cpu as cpu
+
+    torch.manual_seed(5)
+    ref = UNetEstimator(8).eval()
+    fast = CPUUNetEstimator(8).eval()
+    fast.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(6)
+    x, mu, spk = torch.randn(2, 100, 16, generator=g), torch.randn(2, 100, 16, generator=g), torch.randn(2, 64)
+    mask, t = sequence_mask(torch.tensor([16, 9]), 16).float()[:, None], torch.tensor([0.2, 0.9])
+    with torch.inference_mode():
+        expected = ref(x, mask, mu, t, spk)
+        monkeypatch.setattr(cpu, "_NNPACK", False)
+        assert torch.equal(fast(x, mask, mu, t, spk), expected)
+        monkeypatch.undo()
+        args64 = [a.double() for a in (x, mask, mu, t, spk)]
+        assert torch.equal(fast.double()(*args64), ref.double()(*args64))
 
 
 def test_algebraic_mish_matches_torch():
     """mish_ (x - 2x / ((1 + e^x)^2 + 1), in blocks) equals F.mish within float32 rounding over the whole range,
     in place, across block boundaries; other layouts (channels-last, strided) go to torch's Mish in place."""
-    from grad.estimator import _MISH_BLOCK, mish_
+    from grad.estimator_cpu import _MISH_BLOCK, mish_
 
     x = torch.cat([torch.linspace(-100, 100, 20001), torch.randn(_MISH_BLOCK + 777) * 4, torch.tensor([-1e4, 1e4])])
     ref = F.mish(x)

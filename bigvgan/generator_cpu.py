@@ -11,7 +11,8 @@ anti-aliasing filters of a 5-channel, 640 000-sample stage run at ~5 GFLOPS), an
   shifted, scaled copies (one vectorised pass per tap over contiguous memory).
 
 Same arithmetic as ``Generator.decode`` up to float rounding (tests/test_bigvgan.py compares the two); used for
-float32 inference on CPU only (``Generator.fast_cpu``), never with autograd.
+float32 inference on CPU only (``Generator.fast_cpu``), never with autograd. ``(B, L, C)`` activations are called
+NWC below (batch, width, channels).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bigvgan.alias import SnakeAlias
+from bigvgan.alias import SnakeAlias, UpSample1d
+from bigvgan.weightnorm import effective_weight
 from common.derived import derived
 
-__all__ = ["decode_nwc", "usable"]
+__all__ = ["decode_cpu", "usable"]
 
 
 def usable(x: torch.Tensor) -> bool:
@@ -65,6 +67,24 @@ def _fir_padded(x: torch.Tensor, taps: list[tuple[int, float]], left: int, right
     return y
 
 
+def polyphase_weights(up: UpSample1d, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, int, int]:
+    """``up`` in polyphase form: ``(w, d_min, d_max)`` with ``w`` ``(ratio, d_max - d_min + 1)`` such that output
+    sample ``ratio * i + p`` of ``up(x)`` is ``sum_j w[p, j] x[i + j + d_min]`` (x replicate-padded).
+
+    The transposed conv of the zero-stuffed input puts ``ratio * filter[t] * x[i + d]`` into output sample
+    ``ratio * i + p`` for the taps t with ``(p + crop_left - t) % ratio == 0``, ``d = (p + crop_left - t) // ratio -
+    pad``: each phase is an ordinary FIR over x (no interleaved 2x signal is needed to compute it)."""
+    r = up.ratio
+    taps = [(p, t, (p + up.crop_left - t) // r - up.pad)
+            for p in range(r) for t in range(up.kernel_size) if (p + up.crop_left - t) % r == 0]
+    d_min, d_max = min(d for _, _, d in taps), max(d for _, _, d in taps)
+    f = up.filter.reshape(-1).to(dtype)
+    w = f.new_zeros(r, d_max - d_min + 1)
+    for p, t, d in taps:
+        w[p, d - d_min] = r * f[t]
+    return w, d_min, d_max
+
+
 class _PolyphasePlan:
     """The FIR taps of one SnakeAlias in polyphase form (python floats, computed once per module)."""
 
@@ -73,8 +93,8 @@ class _PolyphasePlan:
         r = up.ratio
         if low.stride != r:
             raise ValueError(f"the low-pass stride {low.stride} must equal the upsampling ratio {r}")
-        w = up.polyphase_weights(torch.float64)  # (r, D): phase p at i = sum_j w[p, j] x[i + j + d_min]
-        self.up_pad = (-up._d_min, up._d_max)
+        w, d_min, d_max = polyphase_weights(up, torch.float64)  # phase p at i: sum_j w[p, j] x[i + j + d_min]
+        self.up_pad = (-d_min, d_max)
         self.up_taps = [[(j, float(w[p, j])) for j in range(w.shape[1]) if w[p, j] != 0] for p in range(r)]
         # down: y[j] = sum_t f[t] u[r j + t - pad_left], u[m] = phase (m mod r) at index m // r
         f = low.filter.reshape(-1).double()
@@ -127,9 +147,7 @@ def _from_image(y: torch.Tensor) -> torch.Tensor:
 
 def conv_nwc(conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A ``Conv1d`` (or weight-normed one) on ``(B, L, C)``, channels-last through mkldnn."""
-    from bigvgan.model import _effective_weight
-
-    weight = _effective_weight(conv).unsqueeze(2)
+    weight = effective_weight(conv).unsqueeze(2)
     y = F.conv2d(_as_image(x).contiguous(memory_format=torch.channels_last), weight, conv.bias,
                  stride=(1, conv.stride[0]), padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]))
     return _from_image(y)
@@ -137,9 +155,7 @@ def conv_nwc(conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def conv_transpose_nwc(conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A (weight-normed) ``ConvTranspose1d`` on ``(B, L, C)``."""
-    from bigvgan.model import _effective_weight
-
-    weight = _effective_weight(conv).unsqueeze(2)
+    weight = effective_weight(conv).unsqueeze(2)
     y = F.conv_transpose2d(_as_image(x).contiguous(memory_format=torch.channels_last), weight, conv.bias,
                            stride=(1, conv.stride[0]), padding=(0, conv.padding[0]),
                            output_padding=(0, conv.output_padding[0]), dilation=(1, conv.dilation[0]))
@@ -154,7 +170,7 @@ def amp_block_nwc(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def decode_nwc(gen: torch.nn.Module, mel: torch.Tensor, har_source: torch.Tensor) -> dict[str, torch.Tensor]:
+def decode_cpu(gen: torch.nn.Module, mel: torch.Tensor, har_source: torch.Tensor) -> dict[str, torch.Tensor]:
     """``Generator.decode`` on this path: the same inputs and outputs."""
     x = gen.conv_pre(mel)
     conv_pre_out = x
