@@ -1,4 +1,4 @@
-"""Training data: the feature files of a filelist as aligned, padded batches (reference/conventions.md §3).
+"""Training data: the feature files of a filelist as aligned, padded batches (docs/conventions.md#aligning-the-streams).
 
 One item is the four files of a filelist line ``mel|vec|pit|spk`` (common/features.py):
 mel ``[100, T_mel]`` at 100 frames/s, units ``[T_vec, 256]`` at 50 frames/s (repeated x2 to 100 frames/s),

@@ -51,8 +51,9 @@ class InstanceNormPrenet(nn.Module):
 
     units [B, n_vecs, T], mask [B, 1, T] -> [B, channels, T] (masked).
     The norm's mean and unbiased variance run over the WHOLE padded time axis of the masked activations (padding
-    counts as zeros), as in the original: the result depends on the amount of padding (pitfall 4), so callers pad
-    exactly like ``gvc_main`` (to a multiple of 4).
+    counts as zeros), as in the original: the result depends on the amount of padding
+    (docs/conventions.md#prenet-normalisation-sees-the-padding), so callers pad exactly like ``gvc_main`` (to a
+    multiple of 4).
     """
 
     def __init__(self, in_channels: int, channels: int, eps: float = 1e-5):

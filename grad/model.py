@@ -80,7 +80,8 @@ class GradSVC(nn.Module):
         """units [B, T, 256], f0 [B, T] Hz, spk [B, 256], lengths [B] int64 -> (mu [B, 100, T], mask [B, 1, T]).
 
         T must be a multiple of 4 (pad with ``fix_len_compatibility``); frames >= length are padding (mu is 0
-        there). The prenet's instance norm sees the padding, so pad exactly as the original (pitfall 4).
+        there). The prenet's instance norm sees the padding, so pad exactly as the original
+        (docs/conventions.md#prenet-normalisation-sees-the-padding).
         """
         mu, mask, _, _ = self._embed(units, f0, spk, lengths)
         return mu, mask

@@ -131,7 +131,8 @@ def ml(field: Field, z, mask, mu, steps: int, process: VPSchedule, noise: NoiseS
     # Scheme" (Diff-VC, ICLR 2022), Theorem 1; coefficients as in Grad-SVC V2 grad/solver.py MaxLikelihood.
     Each step: x += ((0.5 + omega) (x - mu) + (1 + kappa) score) beta h + sigma N(0, 1), then re-masked.
     The coefficients depend on t only, so they are computed once per step as 0-d tensors in x's dtype (the
-    original computed them per batch item with mismatched shapes, which broke batch > 1: pitfall 1).
+    original computed them per batch item with mismatched shapes, which broke batch > 1:
+    docs/conventions.md#v2-sampler-and-batches).
     A noise tensor is drawn at every step, also the last, where sigma = 0 (as the original: same RNG order).
     """
     h = 1.0 / steps

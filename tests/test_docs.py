@@ -33,3 +33,20 @@ def test_doc_links_in_code_point_to_existing_headings():
                     missing.append(f"{path.relative_to(REPO)}:{n}: docs/{page}#{anchor}")
     assert seen > 0
     assert not missing, "links to no heading:\n" + "\n".join(missing)
+
+
+OUTSIDE = re.compile(r"pitfall \d|DESIGN\.md|reference/conventions\.md|seed README|\.\./shared/")
+
+
+def test_code_points_to_nothing_outside_the_repository():
+    """A docstring's reference must be readable by whoever clones the repository: no "pitfall N", no spec or
+    reference notes that only the developers had."""
+    found = []
+    for path in sorted(REPO.rglob("*.py")):
+        rel = path.relative_to(REPO)
+        if ".git" in path.parts or rel.parts[:3] == ("tests", "fixtures", "reference") or rel.parts[0] == "tmp":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if OUTSIDE.search(line) and "OUTSIDE = " not in line:
+                found.append(f"{rel}:{n}: {line.strip()}")
+    assert not found, "references outside the repository:\n" + "\n".join(found)
