@@ -98,7 +98,7 @@ class Converter:
             v = torch.from_numpy(np.stack([vec[s:e] for s, e in group])).float().to(self.device)
             p = torch.from_numpy(np.stack([f0[s:e] for s, e in group])).float().to(self.device)
             with autocast:
-                out = self.model.synthesise(v, p, spk_t.expand(len(group), -1), n_timesteps=steps,
+                out = self.model.synthesise(v, p, spk_t.expand(len(group), -1), steps=steps,
                                             temperature=temperature, sampler=sampler,
                                             noise=BatchNoise([noise.at(s) for s, _ in group]))
             mels = out["mel"].float().cpu()

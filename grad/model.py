@@ -130,7 +130,7 @@ class GradSVC(nn.Module):
     def _sampler_name(self, sampler: str | None) -> str:
         return self.default_sampler if sampler is None else sampler
 
-    def decode(self, mu: torch.Tensor, mask: torch.Tensor, spk: torch.Tensor, n_timesteps: int | None = None,
+    def decode(self, mu: torch.Tensor, mask: torch.Tensor, spk: torch.Tensor, steps: int | None = None,
                temperature: float | None = None, sampler: str | None = None,
                noise: NoiseSource | list | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """mu [B, 100, T], mask [B, 1, T], spk [B, 256] -> mel [B, 100, T] (T a multiple of 4, not cropped).
@@ -139,19 +139,19 @@ class GradSVC(nn.Module):
         step, including the last; ``euler_sde``: one per step; the others none).
         """
         source = as_noise_source(noise, generator)
-        steps = self.default_steps if n_timesteps is None else int(n_timesteps)
+        steps = self.default_steps if steps is None else int(steps)
         temp = self.default_temperature if temperature is None else float(temperature)
         return self.decoder.sample(mu, mask, self.spk_emb(spk), steps, temp, self._sampler_name(sampler), source)
 
     def synthesise(self, units: torch.Tensor, f0: torch.Tensor, spk: torch.Tensor,
-                   lengths: torch.Tensor | None = None, n_timesteps: int | None = None,
+                   lengths: torch.Tensor | None = None, steps: int | None = None,
                    temperature: float | None = None, sampler: str | None = None,
                    noise: NoiseSource | list | None = None, generator: torch.Generator | None = None) -> dict:
         """units [B, T, 256] (100 Hz), f0 [B, T] Hz, spk [B, 256] -> {"mel", "mu": [B, 100, T], "mask": [B, 1, T]}.
 
         T may be any length: inputs are zero-padded to a multiple of 4 (as the original's ``gvc_main``) and the
         outputs cropped back. ``lengths`` [B] (default: all T). None for steps / temperature / sampler means the
-        config's value (V3: euler, 10, 1.015; V2: ml, 20); ``n_timesteps`` 0 returns the prior ``mu`` as the mel.
+        config's value (V3: euler, 10, 1.015; V2: ml, 20); ``steps`` 0 returns the prior ``mu`` as the mel.
         ``noise``: a ``NoiseSource`` or a list of tensors in the original's draw order (start noise
         [B, 100, T_padded], then per-step noises); the original's last draw (noise added to its unused first
         output) is not taken, so leftover tensors are ignored.
@@ -173,7 +173,7 @@ class GradSVC(nn.Module):
             mu, mask = self.encode(units, f0, spk, lengths)
             source = as_noise_source(noise, generator)
             # 0 steps: the prior mu itself (what a model has learnt in its encoder-only fast_epochs; no noise drawn)
-            mel = mu if n_timesteps == 0 else self.decode(mu, mask, spk, n_timesteps, temperature, sampler, source)
+            mel = mu if steps == 0 else self.decode(mu, mask, spk, steps, temperature, sampler, source)
             if source.remaining:
                 log.debug("synthesise: %d given noise tensors not used", source.remaining)
             return {"mel": mel[..., :t], "mu": mu[..., :t], "mask": mask[..., :t]}

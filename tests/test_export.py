@@ -37,7 +37,7 @@ def synth(model: GradSVC) -> dict:
     g = torch.Generator().manual_seed(3)
     vec, pit = torch.randn(1, 50, 256, generator=g), 200 + 100 * torch.rand(1, 50, generator=g)
     spk = torch.randn(1, 256, generator=g) / 16
-    return model.synthesise(vec, pit, spk, n_timesteps=3, generator=torch.Generator().manual_seed(0))
+    return model.synthesise(vec, pit, spk, steps=3, generator=torch.Generator().manual_seed(0))
 
 
 def test_export_round_trip(trained, tmp_path):

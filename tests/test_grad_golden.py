@@ -157,7 +157,7 @@ def test_golden_gvc_sampling(path, model_for):
     vec, pit, spk = (torch.from_numpy(g[k])[None] for k in ("in_vec", "in_pit", "in_spk"))
     rec = EstimatorRecorder(model.decoder.estimator)
     try:
-        out = model.synthesise(vec, pit, spk, n_timesteps=steps, temperature=temperature, sampler=sampler_of(meta),
+        out = model.synthesise(vec, pit, spk, steps=steps, temperature=temperature, sampler=sampler_of(meta),
                                noise=noises)
     finally:
         rec.remove()

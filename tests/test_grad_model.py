@@ -133,12 +133,12 @@ def test_batch_synthesis_with_every_sampler(tiny_cfg, decoder, samplers):
         assert model.decoder.sigma_min == 0.0
     vec, pit, spk, lengths, _ = inputs(b=2, t=22, lengths=(22, 13))
     for name in samplers:
-        out = model.synthesise(vec, pit, spk, lengths, n_timesteps=3, sampler=name,
+        out = model.synthesise(vec, pit, spk, lengths, steps=3, sampler=name,
                                generator=torch.Generator().manual_seed(3))
         assert out["mel"].shape == (2, 100, 22) and out["mu"].shape == (2, 100, 22), name
         assert out["mask"].shape == (2, 1, 22) and torch.isfinite(out["mel"]).all(), name
         assert not out["mel"].requires_grad
-        again = model.synthesise(vec, pit, spk, lengths, n_timesteps=3, sampler=name,
+        again = model.synthesise(vec, pit, spk, lengths, steps=3, sampler=name,
                                  generator=torch.Generator().manual_seed(3))
         assert torch.equal(out["mel"], again["mel"]), f"{name}: not reproducible"
 
@@ -149,7 +149,7 @@ def test_synthesis_defaults_padding_and_noise_injection(tiny_cfg):
     t_pad = fix_len_compatibility(21)
     z = torch.randn(1, 100, t_pad, generator=torch.Generator().manual_seed(4))
     out = model.synthesise(vec, pit, spk, noise=[z])
-    same = model.synthesise(vec, pit, spk, n_timesteps=4, temperature=1.015, sampler="euler", noise=[z])
+    same = model.synthesise(vec, pit, spk, steps=4, temperature=1.015, sampler="euler", noise=[z])
     assert out["mel"].shape == (1, 100, 21) and torch.equal(out["mel"], same["mel"])
     # a seeded generator draws the same start noise
     gen = model.synthesise(vec, pit, spk, generator=torch.Generator().manual_seed(4))

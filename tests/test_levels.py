@@ -101,7 +101,7 @@ def test_inference_warns_about_an_untrained_model_and_steps_0_is_the_prior(recip
     spk = np.load(recipe["spk"])
     prior = conv.acoustic(vec, f0, spk, steps=0)
     out = conv.model.synthesise(torch.from_numpy(vec)[None], torch.from_numpy(f0).float()[None],
-                                torch.from_numpy(spk)[None], n_timesteps=2)
+                                torch.from_numpy(spk)[None], steps=2)
     assert torch.allclose(prior, out["mu"][0], atol=1e-5) and torch.equal(prior, conv.acoustic(vec, f0, spk, steps=0))
     assert not torch.allclose(prior, out["mel"][0], atol=1e-2)
     assert main([str(a) for a in argv[:-5]] + ["--steps", "-1", "--no_png"]) == 2

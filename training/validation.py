@@ -48,7 +48,7 @@ def validation_synthesis(state: TrainState, vocoder) -> None:
         item = collate([state.valid_set[i]])
         batch = to_device(item, state.device)
         out = state.model.synthesise(batch["vec"], batch["pit"], batch["spk"], lengths=batch["lengths"],
-                                     n_timesteps=cfg.train.synth_steps, temperature=1.0, generator=gen)
+                                     steps=cfg.train.synth_steps, temperature=1.0, generator=gen)
         t = int(batch["lengths"][0])
         if not state.logged_ground_truth:
             state.writer.add_image(f"image_{i}/ground_truth", mel_rgb(item["mel"][0, :, :t].numpy()), 0,
