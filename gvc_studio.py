@@ -49,6 +49,14 @@ USER_ERRORS = (AudioError, InferenceError, FeatureError, CheckpointError, Config
                OSError)
 
 
+def voice_label(paths: list[str], weights: list[float] | None) -> str:
+    """``soprano`` or ``soprano 50 % + alto 50 %``: the singers a conversion used, by file name."""
+    names = [Path(p).name.removesuffix(".npy").removesuffix(".spk") for p in paths]
+    if not weights:
+        return names[0]
+    return " + ".join(f"{n} {100 * w:.0f} %" for n, w in zip(names, weights))
+
+
 class StudioError(ValueError):
     """A problem shown on the page as one line (a bad upload, a missing file, ...)."""
 
@@ -372,7 +380,7 @@ class Studio:
         edited = " with the edited pitch" if work.edited is not None else ""
         msg = (f"Converted {length:.2f} s{edited} in {seconds:.1f} s: shift {float(shift):+g}, "
                f"{sampler or conv.model.default_sampler}, {steps if steps is not None else conv.model.default_steps} "
-               f"steps, vocoder {result.vocoder}")
+               f"steps, vocoder {result.vocoder}, voice {voice_label(paths, weights)}")
         return work, Result(str(out), str(pitch_out), str(mel_png), str(f0_png), msg, length, float(shift))
 
     # pitch editing -------------------------------------------------------------------------------------------------
@@ -602,18 +610,19 @@ def build_app(studio: Studio):
         return (work, msg, upload, *pitch_outputs(studio.pitch_view(work)))
 
     @guard
-    def on_auto(work, choice, upload, choice2, mix, request: gr.Request):
+    def on_auto(work, choice, upload, choice2, upload2, mix, request: gr.Request):
         work = session_work(work, request)
-        shift, reason = studio.auto_shift(work, studio.singer_path(choice, upload), studio.singer_path(choice2, None),
-                                          float(mix or 0))
+        singer, singer2 = studio.singer_path(choice, upload), studio.singer_path(choice2, upload2)
+        shift, reason = studio.auto_shift(work, singer, singer2, float(mix or 0))
         return shift, reason
 
     @guard
-    def on_convert(work, choice, upload, choice2, mix, shift, sampler, steps, temperature, seed,
+    def on_convert(work, choice, upload, choice2, upload2, mix, shift, sampler, steps, temperature, seed,
                    request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         work = session_work(work, request)
         singer = studio.singer_path(choice, upload)
-        work, res = studio.convert(work, singer, studio.singer_path(choice2, None), float(mix or 0), float(shift or 0),
+        singer2 = studio.singer_path(choice2, upload2)
+        work, res = studio.convert(work, singer, singer2, float(mix or 0), float(shift or 0),
                                    sampler, None if steps is None else int(steps), temperature,
                                    None if seed in (None, "") else int(seed),
                                    report=lambda frac, desc: progress(frac, desc=desc))
@@ -674,6 +683,8 @@ def build_app(studio: Studio):
                                               elem_id="singer2")
                         mix = gr.Slider(0, 1, value=0, step=0.05, label="Mix weight of the second singer",
                                         elem_id="mix")
+                    singer2_upload = gr.File(label="or a second singer file (.spk.npy)", file_types=[".npy"],
+                                             type="filepath", height=100, elem_id="singer2-upload")
             with gr.Row():
                 shift = gr.Number(value=0, label="Key shift (semitones)", precision=1, minimum=-24, maximum=24,
                                   elem_id="shift")
@@ -731,8 +742,9 @@ def build_app(studio: Studio):
         pitch_out = [notes, pitch_plot, pitch_csv, pitch_msg]
         song.upload(on_song, [song, work], [work, song_info, src_player, *pitch_out], concurrency_id=queue_id)
         song.stop_recording(on_song, [song, work], [work, song_info, src_player, *pitch_out], concurrency_id=queue_id)
-        auto.click(on_auto, [work, singer, singer_upload, singer2, mix], [shift, auto_reason])
-        convert.click(on_convert, [work, singer, singer_upload, singer2, mix, shift, sampler, steps, temperature, seed],
+        auto.click(on_auto, [work, singer, singer_upload, singer2, singer2_upload, mix], [shift, auto_reason])
+        convert.click(on_convert, [work, singer, singer_upload, singer2, singer2_upload, mix, shift, sampler, steps,
+                                   temperature, seed],
                       [work, message, out_player, pitch_player, mel_image, f0_image, download],
                       concurrency_id=queue_id, concurrency_limit=1)
         apply_table.click(on_table, [work, notes], [work, *pitch_out])

@@ -137,6 +137,25 @@ def test_convert_then_reconvert_with_an_edited_note(setup):
     assert work.edited is None and view.rows[0][4] != "C5"
 
 
+def test_a_second_singer_file_mixes_the_voice(setup, tmp_path):
+    """An uploaded second .spk.npy mixed half and half: the message names both voices, the result is the CLI's
+    --spk a b --spk_weights 0.5 0.5 (the mean vector converted alone gives the same samples)."""
+    studio = setup["studio"]
+    work = loaded(setup, "mix")
+    singer = studio.singer_path("alto", None)
+    other = tmp_path / "tenor.spk.npy"
+    v = np.random.default_rng(5).standard_normal(256).astype(np.float32)
+    np.save(other, v / np.linalg.norm(v))
+    work, mixed = studio.convert(work, singer, studio.singer_path(None, str(other)), 0.5, steps=1, seed=3)
+    assert "voice alto 50 % + tenor 50 %" in mixed.message
+    mean = tmp_path / "mean.spk.npy"
+    np.save(mean, (0.5 * np.load(singer).astype(np.float64) + 0.5 * np.load(other).astype(np.float64))
+            .astype(np.float32))
+    work, alone = studio.convert(work, str(mean), steps=1, seed=3)
+    assert "voice mean" in alone.message
+    assert np.array_equal(sf.read(mixed.wav, dtype="float32")[0], sf.read(alone.wav, dtype="float32")[0])
+
+
 def test_pitch_csv_upload_replaces_the_f0(setup, tmp_path):
     studio = setup["studio"]
     work = loaded(setup, "csv")

@@ -299,6 +299,20 @@ def test_convert_auto_edit_a_note_and_reconvert(studio, browser, tmp_path):
     assert "convert002" in href
     assert not np.array_equal(edited, wav)  # the same seed: only the edited F0 makes it differ
 
+    # a second singer from an uploaded file, mixed half and half
+    alto = tmp_path / "alto.spk.npy"
+    v = np.random.default_rng(7).standard_normal(256).astype(np.float32)
+    np.save(alto, v / np.linalg.norm(v))
+    upload(d, "singer2-upload", alto)
+    WebDriverWait(d, 20).until(  # uploaded: its name and download link show
+        lambda _: d.find_elements(By.CSS_SELECTOR, "#singer2-upload td.filename[aria-label='alto.spk.npy']"))
+    set_number(d, "mix", 0.5)
+    message = convert(d, 3)
+    assert "voice soprano 50 % + alto 50 %" in message
+    mixed, sr, _ = fetch_wav(d, tmp_path, "mixed.wav")
+    check_wav(mixed, sr)
+    assert not np.array_equal(mixed, edited)  # the same seed and F0: only the voice differs
+
 
 def test_two_sessions_converting_at_once_get_their_own_results(studio, browser, tmp_path):
     a, b = browser(), browser()
