@@ -736,8 +736,9 @@ def build_app(studio: Studio):
             data_text = gr.Markdown(elem_id="data-text")
             data_table = gr.Dataframe(headers=DATASET_COLUMNS, interactive=False, label="Singers",
                                       elem_id="data-table")
-            data_plots = gr.Gallery(label="F0 histograms", columns=2, object_fit="contain", height=420,
-                                    elem_id="data-plots")
+            data_plots = gr.Gallery(label="F0 histograms", columns=2, object_fit="contain", height="auto",
+                                    preview=False, elem_id="data-plots")  # every histogram whole, no scrolling
+
 
         pitch_out = [notes, pitch_plot, pitch_csv, pitch_msg]
         song.upload(on_song, [song, work], [work, song_info, src_player, *pitch_out], concurrency_id=queue_id)
