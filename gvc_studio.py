@@ -558,7 +558,7 @@ def note_ticks(ax) -> None:
     """Label a log-frequency axis at the C and A of each octave (``A3 220``), not in powers of ten."""
     from matplotlib.ticker import NullFormatter, NullLocator
 
-    from pitch.edit import midi_to_hz, note_name
+    from pitch.notes import midi_to_hz, note_name
 
     lo, hi = ax.get_ylim()
     degrees = (0, 9) if hi / lo > 2.9 else (0, 2, 4, 5, 7, 9, 11)  # C and A; the white keys within ~1.5 octaves

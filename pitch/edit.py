@@ -13,40 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pitch.notes import NOTE_NAMES, hz_to_midi, midi_to_hz, note_name
+
 log = logging.getLogger(__name__)
 
 FRAMES_PER_SECOND = 100
-A4_HZ = 440.0
-A4_MIDI = 69
-NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 MIN_NOTE_FRAMES = 5  # a note is at least 50 ms of one semitone; shorter runs (slides, vibrato peaks) join a neighbour
 
 
 class PitchEditError(ValueError):
     """An edit that cannot be applied (bad span, bad value); one line saying which."""
-
-
-def hz_to_midi(hz: np.ndarray | float) -> np.ndarray:
-    """Hz -> fractional MIDI note number (69 = A4); NaN where ``hz <= 0``."""
-    hz = np.asarray(hz, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(hz > 0, A4_MIDI + 12.0 * np.log2(np.where(hz > 0, hz, 1.0) / A4_HZ), np.nan)
-
-
-def midi_to_hz(midi: np.ndarray | float) -> np.ndarray:
-    """MIDI note number (may be fractional) -> Hz."""
-    return A4_HZ * 2.0 ** ((np.asarray(midi, dtype=np.float64) - A4_MIDI) / 12.0)
-
-
-def note_name(hz: float) -> str:
-    """The nearest note of ``hz`` with its deviation, e.g. 446 Hz -> ``'A4 +24c'``; ``'-'`` for 0 Hz."""
-    if not hz or hz <= 0 or not np.isfinite(hz):
-        return "-"
-    midi = float(hz_to_midi(hz))
-    nearest = int(round(midi))
-    cents = int(round((midi - nearest) * 100))
-    name = f"{NOTE_NAMES[nearest % 12]}{nearest // 12 - 1}"
-    return name if cents == 0 else f"{name} {cents:+d}c"
 
 
 def parse_note(text: str) -> float:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pitch.notes import hz_to_midi, midi_to_hz, note_name
+
 log = logging.getLogger(__name__)
 
 MAX_SHIFT = 24  # semitones, the bound of gvc_inference.py's --shift
@@ -31,7 +33,6 @@ STEP_COMMAND = "python prepare/preprocess_speaker_ave.py data_gvc/speaker/ data_
 # coarse histogram for plots: one bin per semitone, centred on the notes G1 (49 Hz) .. C#6 (1109 Hz), which covers the
 # trackers' 50-1100 Hz
 HIST_MIDI = np.arange(31, 86)
-NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 _EPS = 1e-6  # semitones: ties in rule 1
 # semitones: in rule 2 shifts within this of the best count as equally good; percentiles of a tracker's F0 are not
 # more exact than that, and a song that sticks out of the range by a hair keeps its key
@@ -40,22 +41,6 @@ FIT_TOLERANCE = 0.5
 
 class KeyStatsError(ValueError):
     """A singer without (valid) F0 statistics; one line naming the file and the step that writes it."""
-
-
-def hz_to_midi(hz: float | np.ndarray) -> float | np.ndarray:
-    """Hz -> MIDI note number (69 = A4 = 440 Hz); fractional."""
-    return 69.0 + 12.0 * np.log2(np.asarray(hz, dtype=np.float64) / 440.0)
-
-
-def midi_to_hz(midi: float | np.ndarray) -> float | np.ndarray:
-    """MIDI note number -> Hz."""
-    return 440.0 * 2.0 ** ((np.asarray(midi, dtype=np.float64) - 69.0) / 12.0)
-
-
-def note_name(hz: float) -> str:
-    """The nearest note of ``hz``, e.g. ``A4`` for 440 Hz."""
-    midi = int(round(float(hz_to_midi(hz))))
-    return f"{NOTE_NAMES[midi % 12]}{midi // 12 - 1}"
 
 
 def stats_path(spk_path: str | Path) -> Path:
@@ -185,9 +170,10 @@ def suggest_shift(source_f0: np.ndarray, stats: dict) -> tuple[int, str]:
         why = "the source already fits" if best_outside <= FIT_TOLERANCE else "no shift fits more of it"
     else:
         why = "of the shifts that fit the most, the one nearest to the singer's median"
-    reason = (f"shift {k:+d}: source median {src['p50_hz']:.0f} Hz ({note_name(src['p50_hz'])}), 5-95 % "
+    src_note, singer_note = note_name(src["p50_hz"], cents=False), note_name(stats["p50_hz"], cents=False)
+    reason = (f"shift {k:+d}: source median {src['p50_hz']:.0f} Hz ({src_note}), 5-95 % "
               f"{src['p5_hz']:.0f}-{src['p95_hz']:.0f} Hz; singer 5-95 % {stats['p5_hz']:.0f}-{stats['p95_hz']:.0f} Hz "
-              f"(median {stats['p50_hz']:.0f} Hz, {note_name(stats['p50_hz'])}); shifted median "
+              f"(median {stats['p50_hz']:.0f} Hz, {singer_note}); shifted median "
               f"{src['p50_hz'] * 2 ** (k / 12):.0f} Hz, {fits:.0%} of the source's 5-95 % range inside ({why})")
     return k, reason
 
