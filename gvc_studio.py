@@ -34,8 +34,8 @@ from common.audio import AudioError, load_audio, write_wav
 from common.checkpoint import CheckpointError
 from common.config import ConfigError
 from common.features import FeatureError
-from common.io import atomic_path
-from conversion import Converter, InferenceError, mix_speakers, pretrained_files
+from common.plots import new_figure, save_mel_pair_png, save_png
+from conversion import Converter, InferenceError, mix_speakers, pretrained_files, write_song
 from pitch.csv_io import PitchCsvError, load_csv_pitch, save_csv_pitch
 from pitch.edit import PitchEditError, apply_notes_table, frame_of, notes_table, octave_fix, snap_to_semitones
 
@@ -360,9 +360,7 @@ class Studio:
             out_f0 = conv.f0(soxr.resample(result.wav, sr, SOURCE_SR, quality="HQ").astype(np.float32))
         seconds = time.perf_counter() - t0
         out = Path(f"{stem}_{Path(singer).name.removesuffix('.spk.npy')}.wav")
-        from bigvgan.model import to_int16
-
-        write_wav(out, to_int16(torch.from_numpy(result.wav)).numpy(), sr)
+        write_song(out, result.wav, sr)
         pitch_out = Path(f"{stem}_pitch.wav")
         write_wav(pitch_out, pitch_wav, sr)
         report(0.9, "images")
@@ -370,7 +368,7 @@ class Studio:
         from common.mel import mel_from_config
 
         src_mel = mel_from_config(torch.from_numpy(load_audio(work.song, sr)), conv.cfg.data)
-        save_mel_pair(src_mel.numpy(), result.mel.float().numpy(), mel_png)
+        save_mel_pair_png(src_mel.numpy(), result.mel.float().numpy(), mel_png)
         try:
             stats = self.singer_stats(singer, singer2, mix)
         except ValueError:  # KeyStatsError: no band on the plot
@@ -500,40 +498,15 @@ NOTES_COLUMNS = ["note", "start s", "end s", "Hz", "name"]
 # images
 
 
-def save_mel_pair(source: np.ndarray, converted: np.ndarray, path: Path) -> None:
-    """Source mel over converted mel ``[n_mels, T]`` each, one PNG (matplotlib object API, no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 5))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 1, sharex=True)
-    lo = min(float(source.min()), float(converted.min()))
-    hi = max(float(source.max()), float(converted.max()))
-    for ax, mel, title in zip(axes, (source, converted), ("source", "converted")):
-        ax.imshow(mel, aspect="auto", origin="lower", interpolation="none", vmin=lo, vmax=hi)
-        ax.set_ylabel("mel band")
-        ax.set_title(title, fontsize=9)
-    axes[1].set_xlabel("frame (10 ms)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-
-
 def save_f0_plot(f0: np.ndarray, converted: np.ndarray | None, stats: dict | None, path: Path,
                  edited_from: np.ndarray | None = None) -> None:
     """F0 ``[T]`` (shifted source, or the pitch being edited) against time; optionally the converted song's F0, the
     singer's 5-95 % band and the unedited F0 (thin grey)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     def voiced(x):
         x = np.asarray(x, dtype=np.float64)
         return np.where(x > 0, x, np.nan)
 
-    fig = Figure(figsize=(10, 3.2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = new_figure((10, 3.2))
     t = np.arange(len(f0)) / 100
     if stats:
         ax.axhspan(stats["p5_hz"], stats["p95_hz"], color="tab:green", alpha=0.15, label="singer 5-95 %")
@@ -549,9 +522,7 @@ def save_f0_plot(f0: np.ndarray, converted: np.ndarray | None, stats: dict | Non
     ax.set_ylabel("F0")
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+    save_png(fig, path, dpi=80)
 
 
 def note_ticks(ax) -> None:

@@ -26,11 +26,11 @@ from conversion.inputs import (
     read_pitch_file,
     shift_f0,
 )
-from conversion.outputs import companion_paths, save_mel_image, write_outputs
+from conversion.outputs import companion_paths, save_mel_image, write_outputs, write_song
 from conversion.progress import log_rss, progress_bar
 
 __all__ = [
     "MAX_SHIFT", "PITCH_SLACK", "Conversion", "Converter", "InferenceError", "align", "companion_paths",
     "crossfade_weights", "log_rss", "mix_speakers", "pretrained_files", "progress_bar", "read_pitch_file",
-    "save_mel_image", "shift_f0", "windows", "write_outputs",
+    "save_mel_image", "shift_f0", "windows", "write_outputs", "write_song",
 ]

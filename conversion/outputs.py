@@ -26,16 +26,21 @@ def save_mel_image(mel: torch.Tensor, path: Path) -> None:
     save_mel_png(mel.float().cpu().numpy(), path)
 
 
+def write_song(path: str | Path, wav: np.ndarray, sr: int) -> None:
+    """A converted song (float32 ``[N]``) as an int16 wav: the vocoder's x 32768 (the original's), converted a piece
+    at a time (the whole song's float temporaries were 5x its int16 size); written atomically."""
+    from bigvgan.model import to_int16
+
+    pcm = np.empty(len(wav), dtype=np.int16)
+    for a in range(0, len(pcm), 1 << 20):
+        pcm[a: a + (1 << 20)] = to_int16(torch.from_numpy(wav[a: a + (1 << 20)])).numpy()
+    write_wav(path, pcm, sr)
+
+
 def write_outputs(conv: Conversion, out: Path, sr: int, pitch_wav: np.ndarray | None, png: bool) -> None:
     """``out`` (the song as int16 at ``sr``), and beside it (``companion_paths``) the F0 check wav when given and the
     mel image when ``png``."""
-    from bigvgan.model import to_int16
-
-    pcm = np.empty(len(conv.wav), dtype=np.int16)  # the vocoder's x 32768 (the original's), a piece at a time:
-    for a in range(0, len(pcm), 1 << 20):  # the whole song's float temporaries were 5x its int16 size
-        pcm[a: a + (1 << 20)] = to_int16(torch.from_numpy(conv.wav[a: a + (1 << 20)])).numpy()
-    write_wav(out, pcm, sr)
-    del pcm
+    write_song(out, conv.wav, sr)
     log_rss("write")
     pitch_path, png_path = companion_paths(out)
     if pitch_wav is not None:
