@@ -62,3 +62,19 @@ def load_script(name: str):
     sys.modules[name] = module  # dataclasses look their module up while the script is executed
     spec.loader.exec_module(module)
     return module
+
+
+def cut_song(src: Path, dst: Path, start_s: float, end_s: float) -> Path:
+    """``[start_s, end_s)`` of a corpus wav written to ``dst`` at its own rate (a short song for the CLI tests)."""
+    import soundfile as sf
+
+    x, sr = sf.read(src, dtype="float32")
+    sf.write(dst, x[int(start_s * sr): int(end_s * sr)], sr)
+    return dst
+
+
+def random_singer(path: Path, seed: int = 0) -> Path:
+    """A unit-length random 256-d speaker vector saved as ``path`` (a ``.spk.npy``)."""
+    v = np.random.default_rng(seed).standard_normal(256).astype(np.float32)
+    np.save(path, v / np.linalg.norm(v))
+    return path

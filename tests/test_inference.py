@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from svc_features import cut_song, random_singer
 
 from common.audio import load_audio
 from conversion import align, companion_paths, crossfade_weights, shift_f0, windows
@@ -28,13 +29,9 @@ SONG: Path  # 1.6 s cut of the corpus song, written by the ckpts fixture
 def ckpts(tmp_path_factory):
     global SONG
     tmp = tmp_path_factory.mktemp("inference")
-    x, sr = sf.read(CORPUS_SONG, dtype="float32")
-    SONG = tmp / "song.wav"
-    sf.write(SONG, x[int(0.5 * sr): int(2.1 * sr)], sr)
-    spk = tmp / "singer" / "alto.spk.npy"
-    spk.parent.mkdir()
-    v = np.random.default_rng(0).standard_normal(256).astype(np.float32)
-    np.save(spk, v / np.linalg.norm(v))
+    SONG = cut_song(CORPUS_SONG, tmp / "song.wav", 0.5, 2.1)
+    (tmp / "singer").mkdir()
+    spk = random_singer(tmp / "singer" / "alto.spk.npy")
     return {
         "gvc": cached_official_checkpoint("gvc_v3"),
         "bigvgan": cached_official_checkpoint("nsf_bigvgan_generator"),

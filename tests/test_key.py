@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from svc_features import cut_song, random_singer
 
 from common.audio import load_audio
 from golden import cached_official_checkpoint
@@ -188,13 +189,9 @@ def cli(tmp_path_factory):
     """Recipe-made official-format checkpoints, a 1.6 s cut of a corpus song, and a singer whose statistics are
     those of the song an octave higher."""
     tmp = tmp_path_factory.mktemp("key")
-    x, sr = sf.read(CORPUS / "kal" / "scale.wav", dtype="float32")
-    song = tmp / "song.wav"
-    sf.write(song, x[int(0.5 * sr): int(2.1 * sr)], sr)
-    spk = tmp / "singer" / "alto.spk.npy"
-    spk.parent.mkdir()
-    v = np.random.default_rng(0).standard_normal(256).astype(np.float32)
-    np.save(spk, v / np.linalg.norm(v))
+    song = cut_song(CORPUS / "kal" / "scale.wav", tmp / "song.wav", 0.5, 2.1)
+    (tmp / "singer").mkdir()
+    spk = random_singer(tmp / "singer" / "alto.spk.npy")
     f0 = compute_f0(load_audio(song, 16000), 16000)
     write_singer_stats(spk, f0_stats(f0 * 2))
     return {"gvc": cached_official_checkpoint("gvc_v3"), "bigvgan": cached_official_checkpoint("nsf_bigvgan_generator"),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from svc_features import cut_song, random_singer
 
 from common.config import load_config
 from common.levels import clipping_warning, conversion_warnings, full_scale_reference, mel_range_warning
@@ -70,12 +71,8 @@ def recipe(tmp_path_factory):
     from golden import cached_official_checkpoint
 
     tmp = tmp_path_factory.mktemp("levels")
-    x, sr = sf.read(CORPUS / "kal" / "scale.wav", dtype="float32")
-    song = tmp / "song.wav"
-    sf.write(song, x[: int(1.2 * sr)], sr)
-    spk = tmp / "alto.spk.npy"
-    v = np.random.default_rng(0).standard_normal(256).astype(np.float32)
-    np.save(spk, v / np.linalg.norm(v))
+    song = cut_song(CORPUS / "kal" / "scale.wav", tmp / "song.wav", 0.0, 1.2)
+    spk = random_singer(tmp / "alto.spk.npy")
     return {"gvc": cached_official_checkpoint("gvc_v3"), "hubert": cached_official_checkpoint("hubert_soft",
                                                                                              prefix="module."),
             "song": song, "spk": spk, "tmp": tmp}

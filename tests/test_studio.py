@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from svc_features import random_singer
 
 from golden import cached_official_checkpoint
 from gvc_studio import Sessions, Studio, StudioError, StudioOptions, Work
@@ -143,9 +144,7 @@ def test_a_second_singer_file_mixes_the_voice(setup, tmp_path):
     studio = setup["studio"]
     work = loaded(setup, "mix")
     singer = studio.singer_path("alto", None)
-    other = tmp_path / "tenor.spk.npy"
-    v = np.random.default_rng(5).standard_normal(256).astype(np.float32)
-    np.save(other, v / np.linalg.norm(v))
+    other = random_singer(tmp_path / "tenor.spk.npy", seed=5)
     work, mixed = studio.convert(work, singer, studio.singer_path(None, str(other)), 0.5, steps=1, seed=3)
     assert "voice alto 50 % + tenor 50 %" in mixed.message
     mean = tmp_path / "mean.spk.npy"

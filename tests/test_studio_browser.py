@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from svc_features import cut_song, random_singer
 
 from golden import cached_official_checkpoint
 
@@ -62,13 +63,10 @@ def studio(tmp_path_factory):
     from pitch.key import f0_stats, write_singer_stats
 
     tmp = tmp_path_factory.mktemp("studio")
-    x, sr = sf.read(CORPUS_SONG, dtype="float32")
-    song = tmp / "song.wav"
-    sf.write(song, x[int(0.5 * sr): int((0.5 + SONG_SECONDS) * sr)], sr)
+    song = cut_song(CORPUS_SONG, tmp / "song.wav", 0.5, 0.5 + SONG_SECONDS)
     singers = tmp / "singer"
     singers.mkdir()
-    v = np.random.default_rng(0).standard_normal(256).astype(np.float32)
-    np.save(singers / "soprano.spk.npy", v / np.linalg.norm(v))
+    random_singer(singers / "soprano.spk.npy")
     f0 = compute_f0(load_audio(song, 16000), 16000)
     write_singer_stats(singers / "soprano.spk.npy", f0_stats(f0 * 2))
     port = free_port()
@@ -300,9 +298,7 @@ def test_convert_auto_edit_a_note_and_reconvert(studio, browser, tmp_path):
     assert not np.array_equal(edited, wav)  # the same seed: only the edited F0 makes it differ
 
     # a second singer from an uploaded file, mixed half and half
-    alto = tmp_path / "alto.spk.npy"
-    v = np.random.default_rng(7).standard_normal(256).astype(np.float32)
-    np.save(alto, v / np.linalg.norm(v))
+    alto = random_singer(tmp_path / "alto.spk.npy", seed=7)
     upload(d, "singer2-upload", alto)
     WebDriverWait(d, 20).until(  # uploaded: its name and download link show
         lambda _: d.find_elements(By.CSS_SELECTOR, "#singer2-upload td.filename[aria-label='alto.spk.npy']"))
