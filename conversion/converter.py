@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,11 +165,12 @@ class Converter:
 
     # one file ---------------------------------------------------------------------------------------------------
     def convert(self, wave: str, spk: np.ndarray, vec_path: str | None = None, pit_path: str | None = None,
-                shift: float = 0.0, steps: int | None = None, temperature: float | None = None,
-                sampler: str | None = None, seed: int | None = None) -> Conversion:
+                shift: float | Callable[[np.ndarray, str], float] = 0.0, steps: int | None = None,
+                temperature: float | None = None, sampler: str | None = None, seed: int | None = None) -> Conversion:
         """The song ``wave`` (any rate; read at 16 kHz) sung by ``spk`` ``[256]``. Units from ``vec_path``
         (``.vec.npy``, 50 Hz) or HuBERT, F0 from ``pit_path`` (CSV or ``.pit.npy``, 100 Hz) or the tracker; F0
-        shifted by ``shift`` semitones; ``steps``/``temperature``/``sampler`` default to the model's; ``seed`` makes
+        shifted by ``shift`` semitones (or by ``shift(f0, wave)``, chosen from the song's own F0: ``--shift auto``,
+        ``pitch.key.AutoShift``); ``steps``/``temperature``/``sampler`` default to the model's; ``seed`` makes
         the output reproducible bit for bit. Raises ``InferenceError`` (one line naming the file) on bad input."""
         wav16 = None
         if vec_path is None or pit_path is None:
@@ -192,7 +194,7 @@ class Converter:
         vec, f0 = align(vec50, f0, pit_path)
         if len(f0) == 0:
             raise InferenceError(f"{wave}: too short to convert (no complete 20 ms frame)")
-        f0 = shift_f0(f0, shift(f0, wave) if callable(shift) else shift)  # callable: --shift auto (pitch.key)
+        f0 = shift_f0(f0, shift(f0, wave) if callable(shift) else shift)
         release_memory()
         mel = self.acoustic(vec, f0, spk, steps, temperature, sampler, seed)
         log_rss("acoustic")
