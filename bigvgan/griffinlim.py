@@ -15,8 +15,9 @@ import numpy as np
 import torch
 import torchaudio
 
-from bigvgan.chunks import Window, synthesize_chunked
+from bigvgan.chunks import synthesize_chunked
 from common.mel import mel_basis
+from common.windows import Window
 
 log = logging.getLogger(__name__)
 

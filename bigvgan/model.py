@@ -28,12 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigvgan.alias import SnakeAlias
-from bigvgan.chunks import Window, synthesize_chunked
+from bigvgan.chunks import synthesize_chunked
 from bigvgan.generator_cpu import decode_cpu, usable
 from bigvgan.nsf import HarmonicSource, harmonic_phase_offset, upsample_f0
 from bigvgan.weightnorm import WNConv1d, WNConvTranspose1d
 from common.checkpoint import CheckpointError, load_checkpoint, load_state_report, strip_prefix
 from common.runtime import release_memory
+from common.windows import Window
 
 log = logging.getLogger(__name__)
 

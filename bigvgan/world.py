@@ -26,8 +26,9 @@ import logging
 import numpy as np
 import torch
 
-from bigvgan.chunks import Window, synthesize_chunked
+from bigvgan.chunks import synthesize_chunked
 from bigvgan.griffinlim import mel_to_magnitude
+from common.windows import Window
 
 log = logging.getLogger(__name__)
 

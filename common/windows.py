@@ -3,7 +3,7 @@
 A sequence of ``T`` frames (100 Hz) is cut into cores of ``chunk`` frames; each core is processed inside a window
 that adds ``overlap`` context frames on each side, so memory stays bounded whatever the song's length. How the
 windows' outputs are joined is the caller's: the vocoders crossfade samples centred on each seam
-(``bigvgan.chunks.synthesize_chunked``), the acoustic model weights whole overlaps (``conversion.windows``).
+(``bigvgan.chunks.synthesize_chunked``), the acoustic model weights whole overlaps (``conversion.crossfade``).
 """
 
 from __future__ import annotations

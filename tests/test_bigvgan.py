@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from bigvgan.alias import SnakeAlias, UpSample1d, kaiser_sinc_filter
-from bigvgan.chunks import plan_windows
 from bigvgan.generator_cpu import polyphase_weights, snake_alias_nwc
 from bigvgan.griffinlim import griffinlim_vocode
 from bigvgan.inference import main as cli_main
@@ -22,6 +21,7 @@ from bigvgan.nsf import HarmonicSource, harmonic_phase_offset, upsample_f0
 from common.checkpoint import CheckpointError
 from common.config import load_config
 from common.mel import mel_spectrogram
+from common.windows import plan_windows
 from golden import (
     REFERENCE,
     assert_close,
@@ -322,7 +322,7 @@ def test_vocode_chunked_equals_unchunked(small_generator):
 def test_vocode_batched_windows_equal_one_at_a_time(small_generator):
     """batch > 1 renders equal-length windows together with the noise and sine phases each gets alone."""
     mel, f0 = _song(250)  # chunk 40, overlap 32: windows of 72, 104 x 4, 82 frames
-    from bigvgan.chunks import group_equal
+    from common.windows import group_equal
 
     assert [len(g) for g in group_equal(plan_windows(250, 40, 32), 3)] == [1, 3, 1, 1]
     one = vocode(small_generator, mel, f0, chunk=40, noise_generator=torch.Generator().manual_seed(4))
